@@ -1,0 +1,27 @@
+//! The node kinds of nsync, grouped by what they produce.
+//!
+//! - [`sources`]: items from the filesystem — `images` (decoded, converted to RGB8) and
+//!   `captions` (from sidecar `.txt` files, JSONL or CSV);
+//! - [`prompts`]: `prompt_template`, per-item text templating (the negative-prompt
+//!   generator of the paper: `"{caption} in the style of painting"`).
+//!
+//! [`register_all`] puts every kind into a registry; the binary calls it once.
+
+pub mod policy;
+pub mod prompts;
+pub mod sources;
+
+use nsync_engine::Registry;
+
+/// A registry with every node kind this crate provides.
+pub fn registry() -> Registry {
+    let mut r = Registry::new();
+    register_all(&mut r);
+    r
+}
+
+pub fn register_all(r: &mut Registry) {
+    r.register(sources::images::ImagesKind);
+    r.register(sources::captions::CaptionsKind);
+    r.register(prompts::prompt_template::PromptTemplateKind);
+}

@@ -1,0 +1,157 @@
+//! Command-line arguments (clap derive).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(name = "nsync", version, about = "Teach diffusion models an artist's style with NSYNC, as a declarative, cached pipeline", long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Clone)]
+pub struct Global {
+    /// Cache folder [default: $NSYNC_CACHE_DIR, else $XDG_CACHE_HOME/nsync, else ~/.cache/nsync]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run a pipeline: compute what is not cached yet.
+    Run(RunArgs),
+    /// Show what `run` would do, per node and item count, without doing it.
+    Plan {
+        pipeline: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Explain why a node would rerun, against the last run of the same pipeline.
+    Explain {
+        pipeline: PathBuf,
+        node: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a node's latest outputs as ordinary files (PNG, TXT, ...).
+    Export {
+        pipeline: PathBuf,
+        node: String,
+        /// Destination folder (created if missing).
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+        /// Only this output port (default: all).
+        #[arg(long)]
+        port: Option<String>,
+    },
+    /// Draw the pipeline's graph.
+    Dag {
+        pipeline: PathBuf,
+        #[arg(long, value_enum, default_value_t = DagFormat::Mermaid)]
+        format: DagFormat,
+    },
+    /// Past runs.
+    Runs {
+        #[command(subcommand)]
+        command: Option<RunsCommand>,
+    },
+    /// Inspect and maintain the cache.
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
+    /// Print the JSON Schema of pipeline files.
+    Schema,
+    /// Validate a pipeline file without running anything.
+    Check { pipeline: PathBuf },
+    /// Benchmarks that print comparison tables.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    pub pipeline: PathBuf,
+    /// Run only this node (repeatable); its inputs must already be cached.
+    #[arg(long, value_name = "NODE")]
+    pub only: Vec<String>,
+    /// Run this node and everything it depends on, nothing downstream.
+    #[arg(long, value_name = "NODE")]
+    pub until: Option<String>,
+    /// Nodes to run at once [default: number of CPUs].
+    #[arg(long, short = 'j')]
+    pub jobs: Option<usize>,
+    /// JSON Lines events on stdout; the last line is a summary.
+    #[arg(long)]
+    pub json: bool,
+    /// Rehash every cached result used, not only check that it is there.
+    #[arg(long)]
+    pub verify: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum DagFormat {
+    Dot,
+    Mermaid,
+    Json,
+}
+
+#[derive(Subcommand)]
+pub enum RunsCommand {
+    /// List runs, newest last.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one run (an id, a unique prefix, or `latest`).
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Keep a run (and everything it produced) through `cache gc`.
+    Pin { id: String },
+    /// Undo `pin`.
+    Unpin { id: String },
+}
+
+#[derive(Subcommand)]
+pub enum CacheCommand {
+    /// Sizes and counts.
+    Stats {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rehash every blob; quarantine corrupt ones so the next run recomputes them.
+    Verify {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove what no kept run can reach.
+    Gc {
+        /// Report only; remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Runs kept per pipeline (newest first), besides pinned runs.
+        #[arg(long, default_value_t = 1)]
+        keep_last: usize,
+        /// Spare files written within this long (e.g. an interrupted run's items).
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        grace: std::time::Duration,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// The engine on a 3-node per-item pipeline: cold run, no-op rerun, rerun after adding
+    /// items; hashing throughput; DVC and b3sum side by side when they are installed.
+    Engine(crate::commands::bench::EngineBenchArgs),
+}
