@@ -36,8 +36,18 @@ impl Layout {
         let tag = root.join("CACHEDIR.TAG");
         let base = root.join(format!("v{FORMAT_VERSION}"));
         if root.exists() && !tag.exists() {
-            let mut entries = std::fs::read_dir(root).at(root)?;
-            if entries.next().is_some() {
+            // Another process may be creating this cache right now: its `v1/` and staging
+            // files are expected; anything else means the folder belongs to someone else.
+            let foreign = std::fs::read_dir(root)
+                .at(root)?
+                .filter_map(|e| e.ok())
+                .any(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    !(name == format!("v{FORMAT_VERSION}")
+                        || name.starts_with(".tmp-")
+                        || name == "CACHEDIR.TAG")
+                });
+            if foreign {
                 return Err(CacheError::IncompatibleLayout {
                     path: root.to_path_buf(),
                     detail: "the folder is not empty and has no CACHEDIR.TAG".into(),

@@ -773,7 +773,8 @@ impl NodeCx<'_> {
         }
         let mut r = self.record(NodeStatus::Executed, fp.clone(), node_key);
         r.items_total = total;
-        r.items_cached = cached;
+        // Items another process finished while we ran count as cached.
+        r.items_cached = total.saturating_sub(computed + errors.len());
         r.items_computed = computed;
         if !errors.is_empty() {
             let shown: Vec<&String> = errors.iter().take(5).collect();

@@ -125,7 +125,7 @@ impl RunRecord {
             .collect())
     }
 
-    /// The newest record of `pipeline` in which `node` exists (any status).
+    /// The newest record of `pipeline` in which `node` was computed or found cached.
     pub fn latest_with(
         store: &Store,
         pipeline: &str,
@@ -134,9 +134,14 @@ impl RunRecord {
         let ids = store.run_ids()?;
         for id in ids.iter().rev() {
             if let Some(r) = RunRecord::load(store, id).ok().flatten() {
-                if r.pipeline == pipeline
-                    && node.is_none_or(|n| r.nodes.get(n).is_some_and(|x| x.fingerprint.is_some()))
-                {
+                // Only runs in which the node really produced (or reused) results count.
+                let produced = |n: &str| {
+                    r.nodes.get(n).is_some_and(|x| {
+                        x.fingerprint.is_some()
+                            && matches!(x.status, NodeStatus::Executed | NodeStatus::Cached)
+                    })
+                };
+                if r.pipeline == pipeline && node.is_none_or(produced) {
                     return Ok(Some(r));
                 }
             }

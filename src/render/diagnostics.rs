@@ -22,10 +22,12 @@ pub fn print(e: &PipelineError) {
             eprintln!("{out}");
         }
     }
-    eprintln!(
-        "{} problem{} in {}",
-        lines.len(),
-        if lines.len() == 1 { "" } else { "s" },
-        e.sources.path(0).display()
-    );
+    if let Some(file) = e.sources.first_path() {
+        eprintln!(
+            "{} problem{} in {}",
+            lines.len(),
+            if lines.len() == 1 { "" } else { "s" },
+            file.display()
+        );
+    }
 }

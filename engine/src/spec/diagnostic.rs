@@ -25,6 +25,11 @@ impl SourceMap {
         self.files.len() - 1
     }
 
+    /// The file the user named, once it has been read.
+    pub fn first_path(&self) -> Option<&Path> {
+        self.files.first().map(|(p, _)| p.as_path())
+    }
+
     pub fn path(&self, id: FileId) -> &Path {
         &self.files[id].0
     }
@@ -86,19 +91,22 @@ impl Diag {
     }
 }
 
-/// "did you mean `x`?" for the closest candidate, if any is close enough.
+/// "did you mean `x`?" for the closest candidate, if any is close enough: an edit distance
+/// (with transpositions) of at most a third of the word, or a high Jaro-Winkler similarity.
 pub fn did_you_mean<'a>(
     given: &str,
     candidates: impl IntoIterator<Item = &'a str>,
 ) -> Option<String> {
-    let mut best: Option<(f64, &str)> = None;
+    let limit = (given.chars().count() / 3).max(1);
+    let mut best: Option<(usize, f64, &str)> = None;
     for c in candidates {
-        let score = strsim::jaro_winkler(given, c);
-        if score > 0.75 && best.is_none_or(|(s, _)| score > s) {
-            best = Some((score, c));
+        let d = strsim::damerau_levenshtein(given, c);
+        let jw = strsim::jaro_winkler(given, c);
+        if (d <= limit || jw > 0.85) && best.is_none_or(|(bd, bjw, _)| (d, -jw) < (bd, -bjw)) {
+            best = Some((d, jw, c));
         }
     }
-    best.map(|(_, c)| format!("did you mean `{c}`?"))
+    best.map(|(_, _, c)| format!("did you mean `{c}`?"))
 }
 
 /// All problems found in a pipeline, renderable with their source lines.

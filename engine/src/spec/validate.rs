@@ -67,12 +67,18 @@ pub fn validate(loaded: Loaded, registry: &Registry) -> Result<Pipeline, Pipelin
                 built.insert(n.name.clone(), (node, n));
             }
             Err(e) => {
+                // Point at the key for unknown fields, at the value for wrong values.
+                let unknown = e.message.starts_with("unknown field");
                 let loc = n
                     .params
                     .lookup(&e.path)
-                    .map(|v| v.best_loc())
+                    .map(|v| if unknown { v.best_loc() } else { v.loc.clone() })
                     .unwrap_or_else(|| n.loc.clone());
-                let what = if e.path.is_empty() {
+                let named = e
+                    .path
+                    .last()
+                    .is_some_and(|l| e.message.contains(&format!("`{l}`")));
+                let what = if e.path.is_empty() || named {
                     String::new()
                 } else {
                     format!(" (`{}`)", e.path.join("."))
@@ -88,8 +94,34 @@ pub fn validate(loaded: Loaded, registry: &Registry) -> Result<Pipeline, Pipelin
         }
     }
 
-    // Resolve edges and check port types.
+    // Every reference must name a node, whether or not its own node built.
     let names: Vec<&str> = raw.nodes.keys().map(String::as_str).collect();
+    for rn in raw.nodes.values() {
+        for (port, (reference, loc)) in &rn.inputs {
+            let target = reference
+                .split_once('.')
+                .map_or(reference.as_str(), |(a, _)| a);
+            if !raw.nodes.contains_key(target) {
+                diags.push(
+                    Diag::new(
+                        format!(
+                            "input `{port}` of node `{}` refers to unknown node `{target}`",
+                            rn.name
+                        ),
+                        Some(loc.clone()),
+                    )
+                    .help_opt(
+                        did_you_mean(target, names.iter().copied().filter(|n| *n != rn.name))
+                            .or_else(|| {
+                                Some(format!("nodes in this pipeline: {}", names.join(", ")))
+                            }),
+                    ),
+                );
+            }
+        }
+    }
+
+    // Resolve edges and check port types.
     let mut edges: HashMap<String, Vec<(Edge, String)>> = HashMap::new();
     for (name, (node, rn)) in &built {
         let specs = node.inputs();
@@ -119,21 +151,6 @@ pub fn validate(loaded: Loaded, registry: &Registry) -> Result<Pipeline, Pipelin
                 Some((a, b)) => (a, Some(b)),
                 None => (reference.as_str(), None),
             };
-            if !raw.nodes.contains_key(target) {
-                diags.push(
-                    Diag::new(
-                        format!(
-                            "input `{port}` of node `{name}` refers to unknown node `{target}`"
-                        ),
-                        Some(loc.clone()),
-                    )
-                    .help_opt(did_you_mean(
-                        target,
-                        names.iter().copied().filter(|n| n != name),
-                    )),
-                );
-                continue;
-            }
             let Some((tnode, _)) = built.get(target) else {
                 continue;
             };

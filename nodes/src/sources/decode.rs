@@ -38,8 +38,23 @@ pub fn decode_rgb8(bytes: &[u8], alpha: AlphaMode) -> Result<RgbImage, String> {
     if reader.format().is_none() {
         return Err("not a recognised image format (JPEG, PNG, WebP, TIFF, BMP, GIF)".into());
     }
+    if reader.format() == Some(image::ImageFormat::Jpeg) && jpeg_truncated(bytes) {
+        return Err("the JPEG is truncated (no end-of-image marker after its image data)".into());
+    }
     let img = reader.decode().map_err(|e| format!("cannot decode: {e}"))?;
     Ok(to_rgb8(img, alpha))
+}
+
+/// A JPEG whose last end-of-image marker (FF D9) does not follow its last start-of-scan
+/// (FF DA) lost its tail. Decoders differ here: some fill the missing part with grey and
+/// report success; Pillow refuses ("image file is truncated"), and so do we.
+fn jpeg_truncated(bytes: &[u8]) -> bool {
+    let last = |m: u8| bytes.windows(2).rposition(|w| w[0] == 0xFF && w[1] == m);
+    match (last(0xDA), last(0xD9)) {
+        (Some(sos), Some(eoi)) => eoi < sos,
+        (_, None) => true,
+        (None, Some(_)) => false,
+    }
 }
 
 fn u16_to_u8(v: u16) -> u8 {

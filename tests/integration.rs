@@ -1,0 +1,11 @@
+//! Integration tests: they drive the real `nsync` binary, as a user would.
+
+mod integration {
+    pub mod util;
+
+    mod caching;
+    mod cli;
+    mod crash_and_concurrency;
+    mod images;
+    mod invalid;
+}
