@@ -36,6 +36,8 @@ pub struct BuildCx<'a> {
     pub pipeline_dir: &'a Path,
     /// The input ports the pipeline connects, by name.
     pub connected_inputs: &'a [String],
+    /// The pipeline's `[models]`: name → local path (resolved against the pipeline folder).
+    pub models: &'a indexmap::IndexMap<String, PathBuf>,
 }
 
 /// A kind of node, registered once in the [`crate::Registry`].
@@ -68,6 +70,11 @@ pub trait Node: Send + Sync {
     /// Whether the pipeline seed (and per-item seeds) affect the result.
     fn uses_seed(&self) -> bool {
         false
+    }
+    /// Names of the pipeline's `[models]` this node loads. Their weights' digests enter its
+    /// keys, so replacing a weight file reruns exactly the nodes that use it.
+    fn models(&self) -> Vec<String> {
+        Vec::new()
     }
     /// Holds a large model: the scheduler never runs two such nodes at once.
     fn heavy(&self) -> bool {

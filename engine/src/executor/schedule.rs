@@ -170,6 +170,29 @@ fn run_node(
         };
     }
 
+    let mut models = BTreeMap::new();
+    for name in node.node.models() {
+        let path = &p.models[&name];
+        match crate::model_digest::model_digest(store.files(), path) {
+            Ok(d) => {
+                models.insert(name, d);
+            }
+            Err(e) => {
+                let mut record = empty_record(node, NodeStatus::Failed);
+                record.error = Some(format!(
+                    "model `{name}`: {e} (set `path` under [models.{name}])"
+                ));
+                if mode == Mode::Run && selected {
+                    emit_finished(progress, &node.name, &record);
+                }
+                return NodeOutcome {
+                    record,
+                    artifacts: None,
+                    cache_damage: false,
+                };
+            }
+        }
+    }
     let fingerprint = Fingerprint {
         key_version: KEY_VERSION,
         kind: node.kind.clone(),
@@ -177,7 +200,7 @@ fn run_node(
         params: canonical(&node.node.key_params()),
         seed: node.node.uses_seed().then_some(p.seed),
         salts: p.salt.iter().chain(node.salt.iter()).cloned().collect(),
-        models: BTreeMap::new(),
+        models,
         inputs: inputs
             .ports
             .iter()

@@ -37,6 +37,12 @@ pub fn validate(loaded: Loaded, registry: &Registry) -> Result<Pipeline, Pipelin
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
 
+    let models: IndexMap<String, PathBuf> = raw
+        .models
+        .iter()
+        .map(|(k, m)| (k.clone(), dir.join(&m.path)))
+        .collect();
+
     // Build every node from its parameters.
     let mut built: IndexMap<String, (Box<dyn Node>, &RawNode)> = IndexMap::new();
     for n in raw.nodes.values() {
@@ -61,6 +67,7 @@ pub fn validate(loaded: Loaded, registry: &Registry) -> Result<Pipeline, Pipelin
         let cx = BuildCx {
             pipeline_dir: &dir,
             connected_inputs: &connected,
+            models: &models,
         };
         match kind.build(n.params.to_json(), &cx) {
             Ok(node) => {
@@ -89,6 +96,27 @@ pub fn validate(loaded: Loaded, registry: &Registry) -> Result<Pipeline, Pipelin
                         Some(loc),
                     )
                     .help_opt(e.help),
+                );
+            }
+        }
+    }
+
+    // Every model a node uses must be declared.
+    for (name, (node, rn)) in &built {
+        for m in node.models() {
+            if !models.contains_key(&m) {
+                diags.push(
+                    Diag::new(
+                        format!(
+                            "node `{name}` uses model `{m}`, which is not declared under [models]"
+                        ),
+                        Some(rn.loc.clone()),
+                    )
+                    .help_opt(
+                        did_you_mean(&m, models.keys().map(String::as_str)).or_else(|| {
+                            Some(format!("add\n[models.{m}]\npath = \"/path/to/weights\""))
+                        }),
+                    ),
                 );
             }
         }
@@ -286,11 +314,6 @@ pub fn validate(loaded: Loaded, registry: &Registry) -> Result<Pipeline, Pipelin
             loc: rn.loc.clone(),
         });
     }
-    let models = raw
-        .models
-        .iter()
-        .map(|(k, m)| (k.clone(), dir.join(&m.path)))
-        .collect();
     Ok(Pipeline {
         name: raw.name,
         seed: raw.seed,
