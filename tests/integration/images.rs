@@ -44,6 +44,15 @@ fn undecodable_files_fail_the_node_naming_each_file() {
         "{}",
         text(&out.stdout)
     );
+    // Back to `fail`: the cached result that left items out is not accepted silently.
+    p.write("p.toml", &pipeline("fail", "drop"));
+    let out = p.nsync(&["run", "p.toml"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("empty.png"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 fn exported(p: &Project, alpha: &str) -> std::path::PathBuf {

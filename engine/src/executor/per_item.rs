@@ -52,17 +52,17 @@ impl NodeCx<'_> {
             &serde_json::to_vec(&keys).expect("keys serialise"),
             Durability::Batched,
         )?;
-        // Fast path: the whole node is cached.
-        if let Some(entry) = self
+        // Fast path: the whole node is cached. (A cached result that skipped rejected items
+        // does not count once the policy says `fail`: the item path reports them.)
+        let entry = self
             .store
             .get_entry(&node_key)
             .and_then(|v| serde_json::from_value::<NodeEntry>(v).ok())
-        {
+            .filter(|e| e.rejected.is_empty() || pi.reject_policy() == RejectPolicy::Skip);
+        if let Some(entry) = entry {
             if let Some(artifacts) = self.cached_outputs(&entry) {
-                if pi.reject_policy() == RejectPolicy::Skip {
-                    for (id, why) in &entry.rejected {
-                        self.warn(format!("skipped item `{id}`: {why}"));
-                    }
+                for (id, why) in &entry.rejected {
+                    self.warn(format!("skipped item `{id}`: {why}"));
                 }
                 let mut o = self.finish_cached(fp, node_key, artifacts, total);
                 o.record.items_rejected = entry.rejected.len();
