@@ -19,12 +19,7 @@ impl Digest {
     }
 
     pub fn to_hex(&self) -> String {
-        let mut s = String::with_capacity(64);
-        for b in self.0 {
-            use fmt::Write;
-            let _ = write!(s, "{b:02x}");
-        }
-        s
+        blake3::Hash::from_bytes(self.0).to_hex().to_string()
     }
 
     /// First 12 hex characters, for humans.

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use nsync_cache::{atomic::Durability, CacheError, Digest, Store};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 /// The type of a port. Ports connect only when their types are equal.
@@ -133,7 +134,8 @@ impl Artifact {
     pub fn present(&self, store: &Store) -> bool {
         match self {
             Artifact::Items { items, .. } => {
-                items.values().all(|b| store.has_blob(&b.digest, b.size))
+                let blobs: Vec<&BlobRef> = items.values().collect();
+                blobs.par_iter().all(|b| store.has_blob(&b.digest, b.size))
             }
             Artifact::Blob { output } => store.has_blob(&output.digest, output.size),
         }

@@ -34,16 +34,22 @@ impl Progress for JsonLines {
     }
 }
 
-fn finished_line(
-    node: &str,
-    status: NodeStatus,
-    total: usize,
-    computed: usize,
-    cached: usize,
-    rejected: usize,
-    secs: f64,
-    error: &Option<String>,
-) -> String {
+/// One line for a finished node (`Event::NodeFinished`).
+fn finished_line(e: &Event) -> String {
+    let Event::NodeFinished {
+        node,
+        status,
+        items_total: total,
+        items_computed: computed,
+        items_cached: cached,
+        items_rejected: rejected,
+        seconds: secs,
+        error,
+    } = e
+    else {
+        return String::new();
+    };
+    let (total, computed, cached, rejected, secs) = (*total, *computed, *cached, *rejected, *secs);
     let mut s = match status {
         NodeStatus::Cached => format!(
             "✓ {node}: cached ({total} item{})",
@@ -111,30 +117,7 @@ impl Progress for Lines {
                 Some(n) => eprintln!("warning: {n}: {message}"),
                 None => eprintln!("warning: {message}"),
             },
-            Event::NodeFinished {
-                node,
-                status,
-                items_total,
-                items_computed,
-                items_cached,
-                items_rejected,
-                seconds,
-                error,
-            } => {
-                eprintln!(
-                    "{}",
-                    finished_line(
-                        node,
-                        *status,
-                        *items_total,
-                        *items_computed,
-                        *items_cached,
-                        *items_rejected,
-                        *seconds,
-                        error
-                    )
-                );
-            }
+            Event::NodeFinished { .. } => eprintln!("{}", finished_line(e)),
         }
     }
 }
@@ -206,30 +189,12 @@ impl Progress for Bars {
             } => {
                 let _ = self.multi.println(format!("warning: {message}"));
             }
-            Event::NodeFinished {
-                node,
-                status,
-                items_total,
-                items_computed,
-                items_cached,
-                items_rejected,
-                seconds,
-                error,
-            } => {
+            Event::NodeFinished { node, .. } => {
                 if let Some(b) = self.bars.lock().unwrap().remove(node) {
                     b.finish_and_clear();
                     self.multi.remove(&b);
                 }
-                let _ = self.multi.println(finished_line(
-                    node,
-                    *status,
-                    *items_total,
-                    *items_computed,
-                    *items_cached,
-                    *items_rejected,
-                    *seconds,
-                    error,
-                ));
+                let _ = self.multi.println(finished_line(e));
             }
         }
     }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use nsync_cache::atomic::Durability;
 use nsync_cache::{CacheError, Digest, LockOutcome};
+use rayon::prelude::*;
 
 use crate::artifact::{Artifact, BlobRef};
 use crate::fingerprint::Fingerprint;
@@ -73,8 +74,12 @@ impl NodeCx<'_> {
         // Item by item.
         let mut done: BTreeMap<String, ItemEntry> = BTreeMap::new();
         let mut todo: Vec<usize> = Vec::new();
-        for (idx, (id, key)) in keys.iter().enumerate() {
-            match self.item_entry(key) {
+        let found: Vec<Option<ItemEntry>> = keys
+            .par_iter()
+            .map(|(_, key)| self.item_entry(key))
+            .collect();
+        for (idx, ((id, _), entry)) in keys.iter().zip(found).enumerate() {
+            match entry {
                 Some(e) => {
                     done.insert(id.clone(), e);
                 }

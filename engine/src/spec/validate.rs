@@ -31,11 +31,13 @@ pub fn validate(loaded: Loaded, registry: &Registry) -> Result<Pipeline, Pipelin
             diags,
         });
     };
+    // Absolute once here, so that nodes never resolve the working directory per file.
     let dir = loaded
         .path
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
+    let dir = std::path::absolute(&dir).unwrap_or(dir);
 
     let models: IndexMap<String, PathBuf> = raw
         .models

@@ -9,13 +9,14 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use nsync_cache::Digest;
+use nsync_cache::{CacheError, Digest};
 use nsync_engine::artifact::{IMAGES, TEXTS};
 use nsync_engine::node::{
     BuildCx, Exec, InputSpec, ItemCx, ItemOutcome, ItemWorker, ItemsCx, Node, NodeError, NodeKind,
     OutputSpec, PerItem, WorkItem,
 };
 use nsync_engine::params::{typed_params, BuildError};
+use rayon::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -212,45 +213,43 @@ impl PerItem for CaptionsNode {
             Source::Jsonl(f) => Some(read_table(f, false)?),
             Source::Csv(f) => Some(read_table(f, true)?),
         };
-        let mut out = Vec::with_capacity(images.len());
-        let mut missing = Vec::new();
-        for id in images.keys() {
-            let text = match (&self.source, &table) {
+        // Caption files are identified by content through the memoised file digester, so a
+        // no-op rerun only stats them; the worker reads and normalises the text.
+        let ids: Vec<&String> = images.keys().collect();
+        let found: Vec<Result<Option<WorkItem>, NodeError>> = ids
+            .par_iter()
+            .map(|id| match (&self.source, &table) {
                 (Source::Dir(d), _) => {
                     let f = d.join(format!("{id}.txt"));
-                    match std::fs::read(&f) {
-                        Ok(b) => Some(String::from_utf8(b).map_err(|_| {
-                            NodeError::msg(format!(
-                                "{} is not UTF-8 text; save it as UTF-8",
-                                f.display()
-                            ))
-                        })?),
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-                        Err(e) => {
-                            return Err(NodeError::msg(format!("cannot read {}: {e}", f.display())))
+                    match cx.files.digest(&f) {
+                        Ok((digest, _)) => Ok(Some(WorkItem {
+                            id: (*id).clone(),
+                            fields: BTreeMap::from([("file".to_string(), digest)]),
+                            source: Some(f),
+                            inline: None,
+                        })),
+                        Err(CacheError::Io { source, .. })
+                            if source.kind() == std::io::ErrorKind::NotFound =>
+                        {
+                            Ok(None)
                         }
+                        Err(e) => Err(NodeError::msg(e.to_string())),
                     }
                 }
-                (_, Some(t)) => t.get(id).cloned(),
-                _ => None,
-            };
-            let text = match text {
-                Some(t) => normalise(&t),
-                None => match self.p.missing {
-                    MissingCaption::Empty => String::new(),
-                    MissingCaption::Skip | MissingCaption::Fail => {
-                        missing.push(id.clone());
-                        continue;
-                    }
-                },
-            };
-            let bytes = text.into_bytes();
-            out.push(WorkItem {
-                id: id.clone(),
-                fields: BTreeMap::from([("text".to_string(), Digest::of(&bytes))]),
-                source: None,
-                inline: Some(bytes),
-            });
+                (_, Some(t)) => Ok(t.get(*id).map(|text| inline_item(id, normalise(text)))),
+                _ => Ok(None),
+            })
+            .collect();
+        let mut out = Vec::with_capacity(ids.len());
+        let mut missing = Vec::new();
+        for (id, r) in ids.into_iter().zip(found) {
+            match r? {
+                Some(w) => out.push(w),
+                None if self.p.missing == MissingCaption::Empty => {
+                    out.push(inline_item(id, String::new()))
+                }
+                None => missing.push(id.clone()),
+            }
         }
         if !missing.is_empty() {
             let shown: Vec<&str> = missing.iter().take(8).map(String::as_str).collect();
@@ -285,30 +284,62 @@ impl PerItem for CaptionsNode {
     }
 
     fn open(&self) -> Result<Box<dyn ItemWorker + '_>, NodeError> {
-        Ok(Box::new(Copy))
+        Ok(Box::new(Normalise))
     }
 }
 
-/// The caption is already read and normalised; store it.
-struct Copy;
+/// An item whose (normalised) text is already known.
+fn inline_item(id: &str, text: String) -> WorkItem {
+    let bytes = text.into_bytes();
+    WorkItem {
+        id: id.to_string(),
+        fields: BTreeMap::from([("text".to_string(), Digest::of(&bytes))]),
+        source: None,
+        inline: Some(bytes),
+    }
+}
 
-impl ItemWorker for Copy {
+/// Reads (if needed) and normalises each caption.
+struct Normalise;
+
+impl ItemWorker for Normalise {
     fn process(
         &mut self,
         batch: &[&WorkItem],
         _cx: &ItemCx,
     ) -> Vec<Result<ItemOutcome, NodeError>> {
         batch
-            .iter()
+            .par_iter()
             .map(|w| {
-                let text = w.inline.clone().expect("captions items carry their text");
-                Ok(ItemOutcome::Done(BTreeMap::from([(
-                    "texts".to_string(),
-                    text,
-                )])))
+                caption_of(w).map(|t| ItemOutcome::Done(BTreeMap::from([("texts".to_string(), t)])))
             })
             .collect()
     }
+}
+
+fn caption_of(w: &WorkItem) -> Result<Vec<u8>, NodeError> {
+    if let Some(text) = &w.inline {
+        return Ok(text.clone());
+    }
+    let path = w
+        .source
+        .as_ref()
+        .expect("caption items have a file or inline text");
+    let bytes = std::fs::read(path)
+        .map_err(|e| NodeError::msg(format!("cannot read {}: {e}", path.display())))?;
+    if Some(&Digest::of(&bytes)) != w.fields.get("file") {
+        return Err(NodeError::msg(format!(
+            "{} changed while the pipeline was running; run again",
+            path.display()
+        )));
+    }
+    let text = String::from_utf8(bytes).map_err(|_| {
+        NodeError::msg(format!(
+            "{} is not UTF-8 text; save it as UTF-8",
+            path.display()
+        ))
+    })?;
+    Ok(normalise(&text).into_bytes())
 }
 
 #[cfg(test)]

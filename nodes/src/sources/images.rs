@@ -131,7 +131,13 @@ fn walk(dir: &Path, recursive: bool, out: &mut Vec<PathBuf>) -> Result<(), NodeE
         if hidden(&p) {
             continue;
         }
-        if p.is_dir() {
+        // `file_type` comes with the directory entry: no extra stat per file.
+        let is_dir = match e.file_type() {
+            Ok(t) if t.is_symlink() => p.is_dir(),
+            Ok(t) => t.is_dir(),
+            Err(_) => p.is_dir(),
+        };
+        if is_dir {
             if recursive {
                 walk(&p, recursive, out)?;
             }
