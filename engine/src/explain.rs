@@ -7,10 +7,10 @@ use std::collections::BTreeMap;
 use nsync_cache::{Digest, Store};
 
 use crate::artifact::parse_manifest;
-use crate::executor::{execute, EngineError, Mode, RunOptions};
+use crate::executor::EngineError;
 use crate::fingerprint::{flatten, Fingerprint};
 use crate::pipeline::Pipeline;
-use crate::progress::{NodeStatus, Silent};
+use crate::progress::NodeStatus;
 use crate::run_record::RunRecord;
 
 pub struct Explanation {
@@ -30,16 +30,7 @@ pub fn explain(p: &Pipeline, store: &Store, node: &str) -> Result<Explanation, E
             help: crate::spec::diagnostic::did_you_mean(node, p.node_names()),
         });
     };
-    let plan = execute(
-        p,
-        store,
-        &RunOptions {
-            jobs: 2,
-            ..Default::default()
-        },
-        &Silent,
-        Mode::Plan,
-    )?;
+    let plan = crate::executor::plan(p, store)?;
     let now = &plan.record.nodes[node];
     let prev_run = RunRecord::latest_with(store, &p.name, Some(node))?;
     let mut reasons = Vec::new();
@@ -160,6 +151,20 @@ pub fn diff_fingerprints(store: &Store, old: &Fingerprint, new: &Fingerprint) ->
     out
 }
 
+/// (changed, added, removed) items between two maps of item id → digest.
+fn count_changes<V: PartialEq>(
+    a: &BTreeMap<String, V>,
+    b: &BTreeMap<String, V>,
+) -> (usize, usize, usize) {
+    let changed = a
+        .iter()
+        .filter(|(k, v)| b.get(*k).is_some_and(|w| w != *v))
+        .count();
+    let added = b.keys().filter(|k| !a.contains_key(*k)).count();
+    let removed = a.keys().filter(|k| !b.contains_key(*k)).count();
+    (changed, added, removed)
+}
+
 fn opt(v: &Option<u64>) -> String {
     v.map_or("(none)".into(), |s| s.to_string())
 }
@@ -168,12 +173,7 @@ fn describe_input_change(store: &Store, port: &str, old: &Digest, new: &Digest) 
     let load = |d: &Digest| store.get_blob(d).ok().and_then(|b| parse_manifest(&b).ok());
     match (load(old), load(new)) {
         (Some(a), Some(b)) => {
-            let changed = a
-                .iter()
-                .filter(|(k, v)| b.get(*k).is_some_and(|w| w != *v))
-                .count();
-            let added = b.keys().filter(|k| !a.contains_key(*k)).count();
-            let removed = a.keys().filter(|k| !b.contains_key(*k)).count();
+            let (changed, added, removed) = count_changes(&a, &b);
             let mut s = format!("input {port}: {changed} of {} items changed", b.len());
             if added > 0 || removed > 0 {
                 s.push_str(&format!(", {added} added, {removed} removed"));
@@ -195,12 +195,7 @@ fn diff_item_lists(store: &Store, old: &Digest, new: &Digest) -> Option<String> 
         Some(v.into_iter().collect())
     };
     let (a, b) = (load(old)?, load(new)?);
-    let changed = a
-        .iter()
-        .filter(|(k, v)| b.get(*k).is_some_and(|w| w != *v))
-        .count();
-    let added = b.keys().filter(|k| !a.contains_key(*k)).count();
-    let removed = a.keys().filter(|k| !b.contains_key(*k)).count();
+    let (changed, added, removed) = count_changes(&a, &b);
     if changed + added + removed == 0 {
         return None;
     }

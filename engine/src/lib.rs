@@ -22,7 +22,7 @@ pub mod run_record;
 pub mod schema;
 pub mod spec;
 
-pub use executor::{execute, EngineError, Mode, RunOptions, RunOutcome};
+pub use executor::{execute, plan, EngineError, Mode, RunOptions, RunOutcome};
 pub use pipeline::Pipeline;
 pub use registry::Registry;
 pub use spec::validate::load_pipeline;

@@ -11,9 +11,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use nsync_engine::artifact::Artifact;
-use nsync_engine::progress::Silent;
 use nsync_engine::run_record::RunRecord;
-use nsync_engine::{execute, Mode, Registry, RunOptions};
+use nsync_engine::Registry;
 
 use super::{engine_error, load, open_store, EXIT_FAILED, EXIT_INVALID};
 
@@ -36,16 +35,7 @@ pub fn export(
         return Ok(ExitCode::from(EXIT_INVALID));
     }
     let store = open_store(cache_dir)?;
-    let plan = match execute(
-        &p,
-        &store,
-        &RunOptions {
-            jobs: 2,
-            ..Default::default()
-        },
-        &Silent,
-        Mode::Plan,
-    ) {
+    let plan = match nsync_engine::plan(&p, &store) {
         Ok(o) => o,
         Err(e) => return Ok(engine_error(e)),
     };

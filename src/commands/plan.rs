@@ -3,8 +3,8 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use nsync_engine::progress::{NodeStatus, Silent};
-use nsync_engine::{execute, Mode, Registry, RunOptions};
+use nsync_engine::progress::NodeStatus;
+use nsync_engine::Registry;
 
 use super::{engine_error, load, open_store};
 use crate::render::table::table;
@@ -20,16 +20,7 @@ pub fn plan(
         Err(code) => return Ok(code),
     };
     let store = open_store(cache_dir)?;
-    let outcome = match execute(
-        &p,
-        &store,
-        &RunOptions {
-            jobs: 2,
-            ..Default::default()
-        },
-        &Silent,
-        Mode::Plan,
-    ) {
+    let outcome = match nsync_engine::plan(&p, &store) {
         Ok(o) => o,
         Err(e) => return Ok(engine_error(e)),
     };

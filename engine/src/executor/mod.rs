@@ -68,6 +68,15 @@ pub(crate) struct NodeOutcome {
     pub(crate) cache_damage: bool,
 }
 
+/// What a run would do now, computing nothing (`nsync plan`, `explain`, `export`).
+pub fn plan(p: &Pipeline, store: &Store) -> Result<RunOutcome, EngineError> {
+    let opts = RunOptions {
+        jobs: 2,
+        ..Default::default()
+    };
+    execute(p, store, &opts, &crate::progress::Silent, Mode::Plan)
+}
+
 /// Run (or plan) `p` against `store`. A node whose cached input turns out corrupt makes the
 /// executor run once more: the damaged blob was quarantined, so it is recomputed.
 pub fn execute(

@@ -158,16 +158,7 @@ fn run_node(
                 )),
             )
         };
-        let mut record = empty_record(node, status);
-        record.error = error;
-        if mode == Mode::Run && selected {
-            emit_finished(progress, &node.name, &record);
-        }
-        return NodeOutcome {
-            record,
-            artifacts: None,
-            cache_damage: false,
-        };
+        return early_outcome(node, status, error, mode == Mode::Run && selected, progress);
     }
 
     let mut models = BTreeMap::new();
@@ -178,18 +169,14 @@ fn run_node(
                 models.insert(name, d);
             }
             Err(e) => {
-                let mut record = empty_record(node, NodeStatus::Failed);
-                record.error = Some(format!(
-                    "model `{name}`: {e} (set `path` under [models.{name}])"
-                ));
-                if mode == Mode::Run && selected {
-                    emit_finished(progress, &node.name, &record);
-                }
-                return NodeOutcome {
-                    record,
-                    artifacts: None,
-                    cache_damage: false,
-                };
+                let error = format!("model `{name}`: {e} (set `path` under [models.{name}])");
+                return early_outcome(
+                    node,
+                    NodeStatus::Failed,
+                    Some(error),
+                    mode == Mode::Run && selected,
+                    progress,
+                );
             }
         }
     }
@@ -245,6 +232,26 @@ fn run_node(
         emit_finished(progress, &node.name, &outcome.record);
     }
     outcome
+}
+
+/// The outcome of a node that ends before it is keyed (missing input, missing model).
+fn early_outcome(
+    node: &PipelineNode,
+    status: NodeStatus,
+    error: Option<String>,
+    report: bool,
+    progress: &dyn Progress,
+) -> NodeOutcome {
+    let mut record = empty_record(node, status);
+    record.error = error;
+    if report {
+        emit_finished(progress, &node.name, &record);
+    }
+    NodeOutcome {
+        record,
+        artifacts: None,
+        cache_damage: false,
+    }
 }
 
 fn emit_finished(progress: &dyn Progress, name: &str, r: &NodeRecord) {
