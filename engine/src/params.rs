@@ -58,7 +58,7 @@ pub fn typed_params<P: DeserializeOwned>(params: serde_json::Value) -> Result<P,
                 },
             );
         } else if let Some(field) = between(&msg, "missing field `", "`") {
-            help = Some(format!("add `{field} = ...` to the node"));
+            help = Some(format!("add `{field} = ...`"));
         } else if let Some(variant) = between(&msg, "unknown variant `", "`") {
             let expected = backticked_after(&msg, "expected");
             help = crate::spec::diagnostic::did_you_mean(variant, expected.iter().copied());

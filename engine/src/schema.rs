@@ -6,6 +6,19 @@
 use serde_json::{json, Map, Value};
 
 use crate::registry::Registry;
+use crate::spec::raw::{ModelTable, PipelineTable};
+
+/// The schema of a typed table, its definitions hoisted into the shared `$defs`.
+fn table_schema<T: schemars::JsonSchema>(defs: &mut Map<String, Value>) -> Value {
+    let mut v = serde_json::to_value(schemars::schema_for!(T)).expect("schema serialises");
+    if let Some(Value::Object(d)) = v.as_object_mut().and_then(|o| o.remove("$defs")) {
+        defs.extend(d);
+    }
+    if let Some(o) = v.as_object_mut() {
+        o.remove("$schema");
+    }
+    v
+}
 
 pub fn pipeline_schema(registry: &Registry) -> Value {
     let mut defs = Map::new();
@@ -96,17 +109,7 @@ pub fn pipeline_schema(registry: &Registry) -> Value {
                 "description": "Another pipeline file (relative to this one) to start from; this file's tables are merged over it, key by key.",
                 "examples": ["base.toml"]
             },
-            "pipeline": {
-                "type": "object",
-                "additionalProperties": false,
-                "required": ["name"],
-                "properties": {
-                    "name": {"type": "string", "description": "The pipeline's name; run records and `nsync explain` find earlier runs by it.", "examples": ["monet"]},
-                    "seed": {"type": "integer", "minimum": 0, "default": 0, "description": "Seed for every random choice; per-item seeds derive from it and the item's id.", "examples": [42]},
-                    "salt": {"type": "string", "description": "Changes every cache key of this pipeline without changing what is computed.", "examples": ["v2"]},
-                    "description": {"type": "string", "description": "Free text for humans.", "examples": ["Monet, NSYNC default settings"]}
-                }
-            },
+            "pipeline": table_schema::<PipelineTable>(&mut defs),
             "vars": {
                 "type": "object",
                 "description": "Variables, used in any string as `${name}` (`$${` for a literal). A string that is exactly `${name}` takes the variable's type.",
@@ -115,13 +118,8 @@ pub fn pipeline_schema(registry: &Registry) -> Value {
             },
             "models": {
                 "type": "object",
-                "description": "Named model references: local folders or files (relative to the pipeline file).",
-                "additionalProperties": {
-                    "type": "object",
-                    "additionalProperties": false,
-                    "required": ["path"],
-                    "properties": {"path": {"type": "string", "description": "Local path of the weights.", "examples": ["/models/stable-diffusion-v1-5"]}}
-                }
+                "description": "Named model references, used by nodes through their `model` parameters.",
+                "additionalProperties": table_schema::<ModelTable>(&mut defs),
             },
             "nodes": {
                 "type": "object",

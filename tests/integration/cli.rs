@@ -314,6 +314,15 @@ fn the_committed_schema_matches_the_code() {
         "schema/pipeline.schema.json is out of date: run `cargo run -- schema > schema/pipeline.schema.json`"
     );
     let v: serde_json::Value = serde_json::from_str(&committed).unwrap();
+    for (name, prop) in v["properties"]["pipeline"]["properties"]
+        .as_object()
+        .unwrap()
+    {
+        assert!(
+            prop.get("description").is_some() && prop.get("examples").is_some(),
+            "pipeline.{name}"
+        );
+    }
     let kinds = v["properties"]["nodes"]["additionalProperties"]["oneOf"]
         .as_array()
         .unwrap();

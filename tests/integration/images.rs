@@ -159,3 +159,19 @@ fn a_missing_image_folder_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn pipeline_defaults_apply_to_every_node_of_a_kind() {
+    let p = fixtures_project();
+    p.write(
+        "p.toml",
+        "[pipeline]\nname = \"odd\"\n[pipeline.defaults.images]\non_error = \"skip\"\n[nodes.imgs]\nkind = \"images\"\npath = \"imgs\"\n[nodes.strict]\nkind = \"images\"\npath = \"imgs\"\non_error = \"fail\"\n",
+    );
+    let s = p.run_json("p.toml", &[], 1);
+    assert_eq!(s["nodes"]["imgs"]["status"], "executed", "{s}");
+    assert_eq!(s["nodes"]["imgs"]["items_rejected"], 3, "{s}");
+    assert_eq!(
+        s["nodes"]["strict"]["status"], "failed",
+        "the node's own value wins: {s}"
+    );
+}

@@ -159,7 +159,7 @@ fn missing_pipeline_name_and_unknown_top_level_table() {
             .replace("name = \"t\"", "")
             .replace("[pipeline]", "[pipeline]\n[pipline]\nx = 1"),
         &[
-            "[pipeline] has no `name`",
+            "[pipeline]: missing field `name`",
             "unknown field `pipline`",
             "did you mean `pipeline`?",
         ],
@@ -224,5 +224,33 @@ fn json_mode_reports_invalid_pipelines_on_stdout() {
     assert!(
         s["errors"][0].as_str().unwrap().contains("p.toml:5:8"),
         "{s}"
+    );
+}
+
+#[test]
+fn defaults_per_kind_are_checked_like_parameters() {
+    let with_defaults = GOOD.replace(
+        "name = \"t\"\n",
+        "name = \"t\"\n[pipeline.defaults.imagez]\non_error = \"skip\"\n",
+    );
+    rejects(
+        &with_defaults,
+        &[
+            "p.toml:3:",
+            "unknown node kind `imagez`",
+            "did you mean `images`?",
+        ],
+    );
+    let bad_value = GOOD.replace(
+        "name = \"t\"\n",
+        "name = \"t\"\n[pipeline.defaults.images]\non_error = \"skipp\"\n",
+    );
+    rejects(
+        &bad_value,
+        &[
+            "p.toml:4:12",
+            "unknown variant `skipp`",
+            "did you mean `skip`?",
+        ],
     );
 }

@@ -139,7 +139,12 @@ fn load_file(
     Ok(base)
 }
 
-/// Merge `over` into `base`. `depth` 2 inside `nodes` is a node table.
+/// Merge `over` into `base` table by table (`over` wins), as for parameters.
+pub(crate) fn deep_merge(base: &mut SValue, over: SValue) {
+    merge(base, over, 2)
+}
+
+/// Merge `over` into `base`. `depth` 1 inside `nodes` is a node table.
 fn merge(base: &mut SValue, over: SValue, depth: usize) {
     match (&mut base.kind, over.kind) {
         (SKind::Table(b), SKind::Table(o)) => {

@@ -5,19 +5,62 @@
 //! in [`super::validate`].
 
 use indexmap::IndexMap;
+use schemars::JsonSchema;
+use serde::Deserialize;
 
 use super::diagnostic::{did_you_mean, Diag, Loc};
 use super::svalue::{SKind, SValue};
+use crate::params::typed_params;
 
 pub const TOP_LEVEL: &[&str] = &["pipeline", "vars", "models", "nodes"];
-pub const PIPELINE_FIELDS: &[&str] = &["name", "seed", "salt", "description"];
 pub const NODE_RESERVED: &[&str] = &["kind", "inputs", "salt"];
+
+/// The `[pipeline]` table.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineTable {
+    /// The pipeline's name; run records, `nsync explain` and `nsync export` find earlier
+    /// runs by it. Never part of a cache key.
+    #[schemars(example = &"monet", length(min = 1))]
+    pub name: String,
+    /// Seed for every random choice; per-item seeds derive from it and the item's id, so
+    /// adding items never changes the others' results.
+    #[serde(default)]
+    #[schemars(example = 42)]
+    pub seed: u64,
+    /// Changes every cache key of this pipeline without changing what is computed: use it
+    /// to disown results (e.g. after a hardware fault).
+    #[serde(default)]
+    #[schemars(example = &"rerun-2026-11")]
+    pub salt: Option<String>,
+    /// Free text for humans.
+    #[serde(default)]
+    #[schemars(example = &"Monet, NSYNC default settings")]
+    pub description: Option<String>,
+    /// Default parameters per node kind, applied to every node of that kind; a node's own
+    /// parameters win.
+    #[serde(default)]
+    #[schemars(example = serde_json::json!({"images": {"on_error": "skip"}}))]
+    pub defaults: std::collections::BTreeMap<String, serde_json::Map<String, serde_json::Value>>,
+}
+
+/// A `[models.<name>]` table: a named model reference.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelTable {
+    /// Local folder (diffusers / Hugging Face layout) or file of the weights, relative to
+    /// the pipeline file. Its content digest enters the keys of the nodes that use it.
+    #[schemars(example = &"/models/stable-diffusion-v1-5")]
+    pub path: String,
+}
 
 pub struct RawPipeline {
     pub name: String,
     pub seed: u64,
     pub salt: Option<String>,
     pub description: Option<String>,
+    /// `[pipeline.defaults.<kind>]`, positions kept.
+    pub defaults: IndexMap<String, SValue>,
     pub models: IndexMap<String, RawModel>,
     pub nodes: IndexMap<String, RawNode>,
     /// Where the `[nodes]` table is, for "no nodes" errors.
@@ -58,6 +101,26 @@ fn expect_table<'a>(
     }
 }
 
+/// Read a typed table, mapping a failure to the position of the offending field.
+fn typed<T: serde::de::DeserializeOwned>(
+    v: &SValue,
+    what: &str,
+    diags: &mut Vec<Diag>,
+) -> Option<T> {
+    match typed_params::<T>(v.to_json()) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            let unknown = e.message.starts_with("unknown field");
+            let loc = v
+                .lookup(&e.path)
+                .map(|x| if unknown { x.best_loc() } else { x.loc.clone() })
+                .unwrap_or_else(|| v.best_loc());
+            diags.push(Diag::new(format!("{what}: {}", e.message), Some(loc)).help_opt(e.help));
+            None
+        }
+    }
+}
+
 fn unknown_key(key: &str, v: &SValue, known: &[&str], what: &str) -> Diag {
     Diag::new(
         format!("unknown field `{key}` in {what}"),
@@ -86,57 +149,43 @@ pub fn read(root: &SValue, diags: &mut Vec<Diag>) -> Option<RawPipeline> {
         seed: 0,
         salt: None,
         description: None,
+        defaults: IndexMap::new(),
         models: IndexMap::new(),
         nodes: IndexMap::new(),
         loc: root.loc.clone(),
     };
-    match top
-        .get("pipeline")
-        .and_then(|v| expect_table(v, "[pipeline]", diags))
-    {
-        Some(t) => {
-            for (k, v) in t {
-                match (k.as_str(), &v.kind) {
-                    ("name", SKind::String(s)) if !s.trim().is_empty() => p.name = s.clone(),
-                    ("seed", SKind::Integer(i)) if *i >= 0 => p.seed = *i as u64,
-                    ("salt", SKind::String(s)) => p.salt = Some(s.clone()),
-                    ("description", SKind::String(s)) => p.description = Some(s.clone()),
-                    ("name", _) => diags.push(Diag::new(
-                        "`pipeline.name` must be a non-empty string",
-                        Some(v.loc.clone()),
-                    )),
-                    ("seed", _) => diags.push(Diag::new(
-                        "`pipeline.seed` must be a non-negative integer",
-                        Some(v.loc.clone()),
-                    )),
-                    ("salt" | "description", _) => diags.push(Diag::new(
-                        format!("`pipeline.{k}` must be a string"),
-                        Some(v.loc.clone()),
-                    )),
-                    _ => diags.push(unknown_key(k, v, PIPELINE_FIELDS, "[pipeline]")),
+    match top.get("pipeline") {
+        Some(pv) => {
+            if let Some(t) = typed::<PipelineTable>(pv, "[pipeline]", diags) {
+                if t.name.trim().is_empty() {
+                    diags.push(Diag::new(
+                        "`pipeline.name` must not be empty",
+                        Some(pv.best_loc()),
+                    ));
+                }
+                p.name = t.name;
+                p.seed = t.seed;
+                p.salt = t.salt;
+                p.description = t.description;
+                if let Some(d) = pv
+                    .as_table()
+                    .and_then(|t| t.get("defaults"))
+                    .and_then(|d| d.as_table())
+                {
+                    p.defaults = d.clone();
                 }
             }
-            if p.name.is_empty() && !t.contains_key("name") {
-                diags.push(
-                    Diag::new("[pipeline] has no `name`", Some(top["pipeline"].best_loc()))
-                        .help("add `name = \"my-style\"`: run records and `nsync explain` use it"),
-                );
-            }
         }
-        None => {
-            if !top.contains_key("pipeline") {
-                diags.push(
-                    Diag::new(
-                        "the pipeline has no [pipeline] table",
-                        Some(Loc {
-                            file: root.loc.file,
-                            span: 0..0,
-                        }),
-                    )
-                    .help("start the file with\n[pipeline]\nname = \"my-style\"\nseed = 0"),
-                );
-            }
-        }
+        None => diags.push(
+            Diag::new(
+                "the pipeline has no [pipeline] table",
+                Some(Loc {
+                    file: root.loc.file,
+                    span: 0..0,
+                }),
+            )
+            .help("start the file with\n[pipeline]\nname = \"my-style\"\nseed = 0"),
+        ),
     }
     if let Some(t) = top
         .get("vars")
@@ -156,28 +205,14 @@ pub fn read(root: &SValue, diags: &mut Vec<Diag>) -> Option<RawPipeline> {
         .and_then(|v| expect_table(v, "[models]", diags))
     {
         for (name, v) in t {
-            let Some(mt) = expect_table(v, &format!("[models.{name}]"), diags) else {
-                continue;
-            };
-            for (k, f) in mt {
-                if k != "path" {
-                    diags.push(unknown_key(k, f, &["path"], &format!("[models.{name}]")));
-                }
-            }
-            match mt.get("path").and_then(|x| x.as_str()) {
-                Some(path) => {
-                    p.models.insert(
-                        name.clone(),
-                        RawModel {
-                            path: path.to_string(),
-                            loc: v.best_loc(),
-                        },
-                    );
-                }
-                None => diags.push(Diag::new(
-                    format!("[models.{name}] needs `path = \"...\"` (a local folder or file)"),
-                    Some(v.best_loc()),
-                )),
+            if let Some(m) = typed::<ModelTable>(v, &format!("[models.{name}]"), diags) {
+                p.models.insert(
+                    name.clone(),
+                    RawModel {
+                        path: m.path,
+                        loc: v.best_loc(),
+                    },
+                );
             }
         }
     }

@@ -39,6 +39,17 @@ pub fn validate(loaded: Loaded, registry: &Registry) -> Result<Pipeline, Pipelin
         .unwrap_or_else(|| PathBuf::from("."));
     let dir = std::path::absolute(&dir).unwrap_or(dir);
 
+    for (kind, d) in &raw.defaults {
+        if registry.get(kind).is_none() {
+            diags.push(
+                Diag::new(
+                    format!("[pipeline.defaults] names unknown node kind `{kind}`"),
+                    Some(d.best_loc()),
+                )
+                .help_opt(did_you_mean(kind, registry.kind_names())),
+            );
+        }
+    }
     let models: IndexMap<String, PathBuf> = raw
         .models
         .iter()
@@ -71,15 +82,23 @@ pub fn validate(loaded: Loaded, registry: &Registry) -> Result<Pipeline, Pipelin
             connected_inputs: &connected,
             models: &models,
         };
-        match kind.build(n.params.to_json(), &cx) {
+        // `[pipeline.defaults.<kind>]` first, the node's own parameters over it.
+        let params = match raw.defaults.get(&n.kind) {
+            Some(d) => {
+                let mut merged = d.clone();
+                super::load::deep_merge(&mut merged, n.params.clone());
+                merged
+            }
+            None => n.params.clone(),
+        };
+        match kind.build(params.to_json(), &cx) {
             Ok(node) => {
                 built.insert(n.name.clone(), (node, n));
             }
             Err(e) => {
                 // Point at the key for unknown fields, at the value for wrong values.
                 let unknown = e.message.starts_with("unknown field");
-                let loc = n
-                    .params
+                let loc = params
                     .lookup(&e.path)
                     .map(|v| if unknown { v.best_loc() } else { v.loc.clone() })
                     .unwrap_or_else(|| n.loc.clone());
