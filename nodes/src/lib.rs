@@ -7,6 +7,7 @@
 //!
 //! [`register_all`] puts every kind into a registry; the binary calls it once.
 
+pub mod diffusion;
 pub mod policy;
 pub mod prompts;
 pub mod sources;

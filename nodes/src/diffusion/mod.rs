@@ -1,0 +1,13 @@
+//! Stable Diffusion: loading diffusers-layout models and the pieces built on them.
+//!
+//! So far: the CLIP tokenizer ([`clip_tokenizer`]), strict weight loading ([`weights`]) and
+//! the CLIP text encoder with injectable token embeddings ([`clip_text`]). The text encoder, UNet, VAE, schedulers
+//! and the `sd_sample` node follow (issue 3).
+
+pub mod clip_text;
+pub mod clip_tokenizer;
+pub mod model_error;
+pub mod weights;
+
+pub use clip_tokenizer::ClipTokenizer;
+pub use model_error::ModelError;
