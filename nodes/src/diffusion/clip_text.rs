@@ -12,6 +12,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Module, Tensor, D};
 use serde::Deserialize;
 
+use super::nn::{LayerNorm, Linear};
 use super::weights::{component_file, Weights};
 use super::ModelError;
 
@@ -36,45 +37,6 @@ fn default_act() -> String {
 
 fn default_eps() -> f64 {
     1e-5
-}
-
-struct Linear {
-    w: Tensor,
-    b: Tensor,
-}
-
-impl Linear {
-    fn load(w: &Weights, name: &str, inp: usize, out: usize) -> Result<Linear, ModelError> {
-        Ok(Linear {
-            w: w.get(&format!("{name}.weight"), &[out, inp])?,
-            b: w.get(&format!("{name}.bias"), &[out])?,
-        })
-    }
-
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        x.broadcast_matmul(&self.w.t()?)?.broadcast_add(&self.b)
-    }
-}
-
-struct LayerNorm {
-    w: Tensor,
-    b: Tensor,
-    eps: f32,
-}
-
-impl LayerNorm {
-    fn load(w: &Weights, name: &str, dim: usize, eps: f64) -> Result<LayerNorm, ModelError> {
-        Ok(LayerNorm {
-            w: w.get(&format!("{name}.weight"), &[dim])?,
-            b: w.get(&format!("{name}.bias"), &[dim])?,
-            eps: eps as f32,
-        })
-    }
-
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        // The composite version: it records a backward pass (the fused kernel does not).
-        candle_nn::ops::layer_norm_slow(x, &self.w, &self.b, self.eps)
-    }
 }
 
 struct Layer {
@@ -153,13 +115,13 @@ impl ClipTextModel {
             let n = format!("{p}encoder.layers.{l}");
             layers.push(Layer {
                 ln1: LayerNorm::load(w, &format!("{n}.layer_norm1"), h, eps)?,
-                q: Linear::load(w, &format!("{n}.self_attn.q_proj"), h, h)?,
-                k: Linear::load(w, &format!("{n}.self_attn.k_proj"), h, h)?,
-                v: Linear::load(w, &format!("{n}.self_attn.v_proj"), h, h)?,
-                out: Linear::load(w, &format!("{n}.self_attn.out_proj"), h, h)?,
+                q: Linear::load(w, &format!("{n}.self_attn.q_proj"), h, h, true)?,
+                k: Linear::load(w, &format!("{n}.self_attn.k_proj"), h, h, true)?,
+                v: Linear::load(w, &format!("{n}.self_attn.v_proj"), h, h, true)?,
+                out: Linear::load(w, &format!("{n}.self_attn.out_proj"), h, h, true)?,
                 ln2: LayerNorm::load(w, &format!("{n}.layer_norm2"), h, eps)?,
-                fc1: Linear::load(w, &format!("{n}.mlp.fc1"), h, i)?,
-                fc2: Linear::load(w, &format!("{n}.mlp.fc2"), i, h)?,
+                fc1: Linear::load(w, &format!("{n}.mlp.fc1"), h, i, true)?,
+                fc2: Linear::load(w, &format!("{n}.mlp.fc2"), i, h, true)?,
             });
         }
         Ok(ClipTextModel {

@@ -1,0 +1,177 @@
+//! Layers shared by the diffusion models, loaded strictly from [`Weights`].
+//!
+//! Every layer here records a backward pass (composite layer norm, group norm and softmax,
+//! never the fused kernels that cut the graph), because Textual Inversion differentiates
+//! through the text encoder and the UNet.
+
+use candle_core::{Tensor, D};
+
+use super::weights::Weights;
+use super::ModelError;
+
+pub type Result<T> = candle_core::Result<T>;
+
+/// `y = x Wᵀ + b`.
+pub struct Linear {
+    pub w: Tensor,
+    pub b: Option<Tensor>,
+}
+
+impl Linear {
+    pub fn load(
+        w: &Weights,
+        name: &str,
+        inp: usize,
+        out: usize,
+        bias: bool,
+    ) -> std::result::Result<Linear, ModelError> {
+        Ok(Linear {
+            w: w.get(&format!("{name}.weight"), &[out, inp])?,
+            b: if bias {
+                Some(w.get(&format!("{name}.bias"), &[out])?)
+            } else {
+                None
+            },
+        })
+    }
+
+    /// A 1×1 convolution stored as a linear layer's weight `[out, in, 1, 1]`.
+    pub fn load_conv1x1(
+        w: &Weights,
+        name: &str,
+        inp: usize,
+        out: usize,
+    ) -> std::result::Result<Linear, ModelError> {
+        Ok(Linear {
+            w: w.get(&format!("{name}.weight"), &[out, inp, 1, 1])?
+                .reshape((out, inp))
+                .map_err(|e| ModelError::bad(w.path(), e))?,
+            b: Some(w.get(&format!("{name}.bias"), &[out])?),
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = x.broadcast_matmul(&self.w.t()?)?;
+        match &self.b {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
+    }
+}
+
+/// Layer norm over the last dimension.
+pub struct LayerNorm {
+    pub w: Tensor,
+    pub b: Tensor,
+    pub eps: f32,
+}
+
+impl LayerNorm {
+    pub fn load(
+        w: &Weights,
+        name: &str,
+        dim: usize,
+        eps: f64,
+    ) -> std::result::Result<LayerNorm, ModelError> {
+        Ok(LayerNorm {
+            w: w.get(&format!("{name}.weight"), &[dim])?,
+            b: w.get(&format!("{name}.bias"), &[dim])?,
+            eps: eps as f32,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        candle_nn::ops::layer_norm_slow(x, &self.w, &self.b, self.eps)
+    }
+}
+
+/// Group norm over `[batch, channels, ...]`.
+pub struct GroupNorm {
+    pub groups: usize,
+    pub w: Tensor,
+    pub b: Tensor,
+    pub eps: f64,
+}
+
+impl GroupNorm {
+    pub fn load(
+        w: &Weights,
+        name: &str,
+        groups: usize,
+        channels: usize,
+        eps: f64,
+    ) -> std::result::Result<GroupNorm, ModelError> {
+        if channels % groups != 0 {
+            return Err(ModelError::bad(w.path(), format!("`{name}`: {channels} channels do not split into {groups} groups (norm_num_groups)")));
+        }
+        Ok(GroupNorm {
+            groups,
+            w: w.get(&format!("{name}.weight"), &[channels])?,
+            b: w.get(&format!("{name}.bias"), &[channels])?,
+            eps,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let (b, c) = (dims[0], dims[1]);
+        let g = x.reshape((b, self.groups, ()))?;
+        let mean = g.mean_keepdim(D::Minus1)?;
+        let centred = g.broadcast_sub(&mean)?;
+        let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
+        let normed = centred
+            .broadcast_div(&(var + self.eps)?.sqrt()?)?
+            .reshape(dims.as_slice())?;
+        let mut shape = vec![1usize; dims.len()];
+        shape[1] = c;
+        normed
+            .broadcast_mul(&self.w.reshape(shape.as_slice())?)?
+            .broadcast_add(&self.b.reshape(shape.as_slice())?)
+    }
+}
+
+/// 2-D convolution with symmetric padding.
+pub struct Conv2d {
+    pub w: Tensor,
+    pub b: Option<Tensor>,
+    pub stride: usize,
+    pub padding: usize,
+}
+
+impl Conv2d {
+    #[allow(clippy::too_many_arguments)]
+    pub fn load(
+        w: &Weights,
+        name: &str,
+        inp: usize,
+        out: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    ) -> std::result::Result<Conv2d, ModelError> {
+        Ok(Conv2d {
+            w: w.get(&format!("{name}.weight"), &[out, inp, kernel, kernel])?,
+            b: Some(w.get(&format!("{name}.bias"), &[out])?),
+            stride,
+            padding,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = x.conv2d(&self.w, self.padding, self.stride, 1, 1)?;
+        match &self.b {
+            Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?),
+            None => Ok(y),
+        }
+    }
+}
+
+/// Scaled dot-product attention, `[batch·heads, q, d] × [batch·heads, k, d]`.
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
+    let att = (q.matmul(&k.t()?)? * scale)?;
+    candle_nn::ops::softmax(&att, D::Minus1)?.matmul(v)
+}
+
+pub fn silu(x: &Tensor) -> Result<Tensor> {
+    x * candle_nn::ops::sigmoid(x)?
+}
