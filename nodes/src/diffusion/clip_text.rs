@@ -98,7 +98,7 @@ impl ClipTextModel {
                 ))
             }
         };
-        if h % config.num_attention_heads != 0 {
+        if !h.is_multiple_of(config.num_attention_heads) {
             return Err(ModelError::bad(
                 w.path(),
                 "hidden_size is not a multiple of num_attention_heads",

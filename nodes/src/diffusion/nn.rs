@@ -101,7 +101,7 @@ impl GroupNorm {
         channels: usize,
         eps: f64,
     ) -> std::result::Result<GroupNorm, ModelError> {
-        if channels % groups != 0 {
+        if !channels.is_multiple_of(groups) {
             return Err(ModelError::bad(w.path(), format!("`{name}`: {channels} channels do not split into {groups} groups (norm_num_groups)")));
         }
         Ok(GroupNorm {

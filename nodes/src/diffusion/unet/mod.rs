@@ -85,9 +85,9 @@ impl UNet {
         };
         let mut down = Vec::with_capacity(n);
         let mut out_c = ch[0];
-        for i in 0..n {
+        for (i, &c) in ch.iter().enumerate() {
             let in_c = out_c;
-            out_c = ch[i];
+            out_c = c;
             let cross = config.down_block_types[i] == "CrossAttnDownBlock2D";
             let mut resnets = Vec::new();
             let mut attentions = Vec::new();
