@@ -7,6 +7,8 @@
 pub mod clip_text;
 pub mod clip_tokenizer;
 pub mod model_error;
+pub mod nn;
+pub mod unet;
 pub mod weights;
 
 pub use clip_tokenizer::ClipTokenizer;
