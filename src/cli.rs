@@ -68,6 +68,11 @@ pub enum Command {
     Schema,
     /// Validate a pipeline file without running anything.
     Check { pipeline: PathBuf },
+    /// Models: write tiny random ones for tests and demos.
+    Model {
+        #[command(subcommand)]
+        command: ModelCommand,
+    },
     /// Benchmarks that print comparison tables.
     Bench {
         #[command(subcommand)]
@@ -147,6 +152,28 @@ pub enum CacheCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand)]
+pub enum ModelCommand {
+    /// Write a complete tiny random Stable Diffusion in diffusers layout (loadable by nsync
+    /// and by diffusers' `StableDiffusionPipeline.from_pretrained`).
+    InitTiny {
+        /// Destination folder (must not hold a model).
+        dir: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, value_enum, default_value_t = TinyVariantArg::Sd15)]
+        variant: TinyVariantArg,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum TinyVariantArg {
+    /// SD 1.x-like (PNDM, epsilon).
+    Sd15,
+    /// SD 2.x-like (linear projections, DDIM, v-prediction).
+    Sd2,
 }
 
 #[derive(Subcommand)]

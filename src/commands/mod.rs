@@ -5,6 +5,7 @@ pub mod cache;
 pub mod dag;
 pub mod explain;
 pub mod export;
+pub mod model;
 pub mod plan;
 pub mod run;
 pub mod runs;
@@ -61,6 +62,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Err(code) => code,
         }),
+        Command::Model { command } => model::model(command),
         Command::Bench { command } => bench::bench(command),
     }
 }

@@ -81,6 +81,15 @@ impl ClipTextModel {
         Ok(m)
     }
 
+    /// Build from already-open weights (a file, or [`Weights::random`] for tiny models).
+    pub fn from_weights(
+        config: ClipTextConfig,
+        w: &Weights,
+        device: &Device,
+    ) -> Result<ClipTextModel, ModelError> {
+        Self::load(config, w, device)
+    }
+
     fn load(
         config: ClipTextConfig,
         w: &Weights,

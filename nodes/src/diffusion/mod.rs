@@ -8,7 +8,11 @@ pub mod clip_text;
 pub mod clip_tokenizer;
 pub mod model_error;
 pub mod nn;
+pub mod noise;
+pub mod schedulers;
+pub mod tiny;
 pub mod unet;
+pub mod vae;
 pub mod weights;
 
 pub use clip_tokenizer::ClipTokenizer;

@@ -175,3 +175,13 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tenso
 pub fn silu(x: &Tensor) -> Result<Tensor> {
     x * candle_nn::ops::sigmoid(x)?
 }
+
+/// Nearest-neighbour upsampling by 2 of `[b, c, h, w]`, written as a broadcast: candle
+/// 0.11's `upsample_nearest2d` backward *overwrites* the gradient already collected for its
+/// input instead of adding to it; a broadcast's backward is an ordinary sum.
+pub fn nearest_2x(x: &Tensor) -> Result<Tensor> {
+    let (b, c, h, w) = x.dims4()?;
+    x.reshape((b, c, h, 1, w, 1))?
+        .broadcast_as((b, c, h, 2, w, 2))?
+        .reshape((b, c, 2 * h, 2 * w))
+}

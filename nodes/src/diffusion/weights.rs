@@ -19,6 +19,9 @@ pub struct Weights {
     tensors: HashMap<String, Tensor>,
     used: RefCell<BTreeSet<String>>,
     dtype: DType,
+    /// `Some(seed)`: no file; every requested tensor is drawn at random (tiny test models).
+    random: Option<(u64, Device)>,
+    made: RefCell<HashMap<String, Tensor>>,
 }
 
 /// The weight file of a diffusers component: `model.safetensors` /
@@ -57,7 +60,53 @@ impl Weights {
             tensors,
             used: RefCell::new(BTreeSet::new()),
             dtype,
+            random: None,
+            made: RefCell::new(HashMap::new()),
         })
+    }
+
+    /// Weights that do not exist yet: each tensor a model asks for is drawn from `seed` and
+    /// the tensor's name (norm scales 1, biases 0, other weights N(0, 1/fan_in)), and kept,
+    /// so that [`Self::into_tensors`] can save exactly the checkpoint the model expects.
+    pub fn random(seed: u64, name: &str) -> Weights {
+        Weights {
+            path: PathBuf::from(name),
+            tensors: HashMap::new(),
+            used: RefCell::new(BTreeSet::new()),
+            dtype: DType::F32,
+            random: Some((seed, Device::Cpu)),
+            made: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// The tensors drawn by a [`Self::random`] instance.
+    pub fn into_tensors(self) -> HashMap<String, Tensor> {
+        self.made.into_inner()
+    }
+
+    fn draw(
+        &self,
+        seed: u64,
+        device: &Device,
+        name: &str,
+        shape: &[usize],
+    ) -> candle_core::Result<Tensor> {
+        let leaf = name.rsplit('.').nth(1).unwrap_or("");
+        let is_norm = leaf.contains("norm") || leaf.starts_with("ln");
+        if name.ends_with(".bias") {
+            return Tensor::zeros(shape, DType::F32, device);
+        }
+        if is_norm && shape.len() == 1 {
+            return Tensor::ones(shape, DType::F32, device);
+        }
+        let fan_in: usize = shape.iter().skip(1).product::<usize>().max(1);
+        let std = if shape.len() == 1 || name.contains("embedding") {
+            0.02
+        } else {
+            (1.0 / fan_in as f64).sqrt()
+        };
+        let noise = super::noise::gaussian(super::noise::derive(seed, name, 0), shape, device)?;
+        noise.affine(std, 0.0)
     }
 
     pub fn path(&self) -> &Path {
@@ -70,6 +119,13 @@ impl Weights {
 
     /// The tensor `name`, which must have `shape`.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor, ModelError> {
+        if let Some((seed, device)) = &self.random {
+            let t = self
+                .draw(*seed, device, name, shape)
+                .map_err(|e| ModelError::bad(&self.path, e))?;
+            self.made.borrow_mut().insert(name.to_string(), t.clone());
+            return Ok(t);
+        }
         let t = self.tensors.get(name).ok_or_else(|| {
             ModelError::bad(
                 &self.path,

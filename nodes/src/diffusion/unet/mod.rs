@@ -17,7 +17,7 @@ use candle_core::{DType, Device, Tensor};
 use self::config::UNetConfig;
 use self::resnet::ResnetBlock;
 use self::transformer::Transformer2D;
-use super::nn::{silu, Conv2d, GroupNorm, Linear, Result};
+use super::nn::{nearest_2x, silu, Conv2d, GroupNorm, Linear, Result};
 use super::weights::{component_file, Weights};
 use super::ModelError;
 
@@ -70,6 +70,12 @@ impl UNet {
         let unet = Self::load(config, &w)?;
         w.finish(&[])?;
         Ok(unet)
+    }
+
+    /// Build from already-open weights (a file, or [`Weights::random`] for tiny models).
+    pub fn from_weights(config: UNetConfig, w: &Weights) -> std::result::Result<UNet, ModelError> {
+        config.check().map_err(|e| ModelError::bad(w.path(), e))?;
+        Self::load(config, w)
     }
 
     fn load(config: UNetConfig, w: &Weights) -> std::result::Result<UNet, ModelError> {
@@ -257,8 +263,7 @@ impl UNet {
                 }
             }
             if let Some(us) = &u.upsample {
-                let (_, _, h, w) = x.dims4()?;
-                x = us.forward(&x.upsample_nearest2d(h * 2, w * 2)?)?;
+                x = us.forward(&nearest_2x(&x)?)?;
             }
         }
         self.conv_out.forward(&silu(&self.norm_out.forward(&x)?)?)
