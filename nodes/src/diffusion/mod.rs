@@ -9,6 +9,8 @@ pub mod clip_tokenizer;
 pub mod model_error;
 pub mod nn;
 pub mod noise;
+pub mod pipeline;
+pub mod sampler;
 pub mod schedulers;
 pub mod tiny;
 pub mod unet;
@@ -16,4 +18,4 @@ pub mod vae;
 pub mod weights;
 
 pub use clip_tokenizer::ClipTokenizer;
-pub use model_error::ModelError;
+pub use model_error::{ModelError, SdError};

@@ -18,3 +18,16 @@ impl ModelError {
         }
     }
 }
+
+/// Any failure while running a diffusion model.
+#[derive(Debug, thiserror::Error)]
+pub enum SdError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Scheduler(#[from] super::schedulers::SchedulerError),
+    #[error("tensor computation failed: {0}")]
+    Tensor(#[from] candle_core::Error),
+    #[error("{0}")]
+    Input(String),
+}

@@ -206,6 +206,11 @@ impl UNet {
         })
     }
 
+    /// The dtype the weights were loaded in.
+    pub fn dtype(&self) -> DType {
+        self.conv_in.w.dtype()
+    }
+
     /// diffusers' `get_timestep_embedding`: sinusoids of the (per-sample) timesteps.
     fn time_proj(&self, t: &Tensor) -> Result<Tensor> {
         let dim = self.config.block_out_channels[0];
