@@ -6,6 +6,7 @@ mod integration {
     mod caching;
     mod cli;
     mod crash_and_concurrency;
+    mod diffusion;
     mod images;
     mod invalid;
 }

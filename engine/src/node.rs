@@ -145,6 +145,9 @@ pub struct ItemCx<'a> {
     pub store: &'a Store,
     pub inputs: &'a Inputs,
     pub seed: u64,
+    /// Report what the worker is doing inside a batch (`"step 12/50"`), shown beside the
+    /// node's progress bar.
+    pub status: &'a (dyn Fn(String) + Sync),
 }
 
 impl ItemCx<'_> {
@@ -191,7 +194,7 @@ pub trait PerItem: Send + Sync {
         64
     }
     /// Prepare to compute (load models). Called once per run, only if an item is missing.
-    fn open(&self) -> Result<Box<dyn ItemWorker + '_>, NodeError>;
+    fn open<'a>(&'a self, cx: &ItemCx) -> Result<Box<dyn ItemWorker + 'a>, NodeError>;
 }
 
 /// Computes items; created by [`PerItem::open`].

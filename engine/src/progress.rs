@@ -24,6 +24,8 @@ pub enum Event {
         items_done: usize,
         items_to_compute: usize,
     },
+    /// What a node is doing inside a batch (`"step 12/50"`).
+    Status { node: String, message: String },
     /// Another process holds the key this node needs; waiting for it.
     Waiting { node: String, message: String },
     Warning {

@@ -89,7 +89,7 @@ impl PerItem for Words {
             })
             .collect())
     }
-    fn open(&self) -> Result<Box<dyn ItemWorker + '_>, NodeError> {
+    fn open<'a>(&'a self, _cx: &ItemCx) -> Result<Box<dyn ItemWorker + 'a>, NodeError> {
         Ok(Box::new(SeedWriter))
     }
 }

@@ -25,4 +25,7 @@ pub fn register_all(r: &mut Registry) {
     r.register(sources::images::ImagesKind);
     r.register(sources::captions::CaptionsKind);
     r.register(prompts::prompt_template::PromptTemplateKind);
+    r.register(diffusion::tiny_sd::TinySdKind);
+    r.register(diffusion::sd_sample::SdSampleKind);
+    r.register_type(diffusion::model_artifact::SD_MODEL);
 }

@@ -113,6 +113,17 @@ impl Progress for Lines {
                 }
             }
             Event::Waiting { node, message } => eprintln!("  {node}: {message}"),
+            Event::Status { node, message } => {
+                // Throttled like item progress: at most one line per node every 5 s.
+                let mut last = self.last.lock().unwrap();
+                let (t, _) = last
+                    .entry(format!("{node}/status"))
+                    .or_insert((Instant::now() - Duration::from_secs(10), 0));
+                if t.elapsed() > Duration::from_secs(5) {
+                    eprintln!("  {node}: {message}");
+                    *t = Instant::now();
+                }
+            }
             Event::Warning { node, message } => match node {
                 Some(n) => eprintln!("warning: {n}: {message}"),
                 None => eprintln!("warning: {message}"),
@@ -174,6 +185,11 @@ impl Progress for Bars {
             } => {
                 if let Some(b) = self.bars.lock().unwrap().get(node) {
                     b.set_position(*items_done as u64);
+                }
+            }
+            Event::Status { node, message } => {
+                if let Some(b) = self.bars.lock().unwrap().get(node) {
+                    b.set_message(message.clone());
                 }
             }
             Event::Waiting { node, message }

@@ -10,6 +10,8 @@ fn first_run_computes_everything_then_a_rerun_is_a_no_op() {
     assert_eq!(node(&s, "captions"), ("executed".into(), 8, 0));
     assert_eq!(node(&s, "negative_prompts"), ("executed".into(), 8, 0));
     assert_eq!(node(&s, "test_paintings"), ("executed".into(), 3, 0));
+    assert_eq!(node(&s, "tiny_model"), ("executed".into(), 1, 0));
+    assert_eq!(node(&s, "negatives"), ("executed".into(), 8, 0));
     let again = p.run_ok("pipelines/demo.toml");
     for n in [
         "paintings",
@@ -17,6 +19,8 @@ fn first_run_computes_everything_then_a_rerun_is_a_no_op() {
         "negative_prompts",
         "test_paintings",
         "test_captions",
+        "tiny_model",
+        "negatives",
     ] {
         let (status, computed, _) = node(&again, n);
         assert_eq!((status.as_str(), computed), ("cached", 0), "{n}: {again}");
@@ -34,7 +38,18 @@ fn a_changed_parameter_reruns_only_that_node_and_its_dependents() {
     );
     let s = p.run_ok("pipelines/demo.toml");
     assert_eq!(node(&s, "negative_prompts"), ("executed".into(), 8, 0));
-    for n in ["paintings", "captions", "test_paintings", "test_captions"] {
+    assert_eq!(
+        node(&s, "negatives"),
+        ("executed".into(), 8, 0),
+        "new prompts, new negative images"
+    );
+    for n in [
+        "paintings",
+        "captions",
+        "test_paintings",
+        "test_captions",
+        "tiny_model",
+    ] {
         assert_eq!(node(&s, n).0, "cached", "{n}");
     }
     let out = p.nsync(&[
@@ -71,7 +86,7 @@ fn adding_five_images_computes_only_five_items_per_node() {
     }
     assert_eq!(added, 5);
     let s = p.run_ok("pipelines/demo.toml");
-    for n in ["paintings", "captions", "negative_prompts"] {
+    for n in ["paintings", "captions", "negative_prompts", "negatives"] {
         assert_eq!(node(&s, n), ("executed".into(), 5, 8), "{n}: {s}");
     }
     assert_eq!(node(&s, "test_paintings").0, "cached");

@@ -153,8 +153,8 @@ fn dag_in_three_formats() {
             .stdout,
     )
     .unwrap();
-    assert_eq!(json["nodes"].as_array().unwrap().len(), 5);
-    assert_eq!(json["edges"].as_array().unwrap().len(), 3);
+    assert_eq!(json["nodes"].as_array().unwrap().len(), 7);
+    assert_eq!(json["edges"].as_array().unwrap().len(), 5);
 }
 
 #[test]
@@ -200,6 +200,8 @@ fn gc_keeps_what_the_latest_run_needs() {
         "negative_prompts",
         "test_paintings",
         "test_captions",
+        "tiny_model",
+        "negatives",
     ] {
         assert_eq!(node(&s, n).0, "cached", "{n} survived gc: {s}");
     }
@@ -326,7 +328,7 @@ fn the_committed_schema_matches_the_code() {
     let kinds = v["properties"]["nodes"]["additionalProperties"]["oneOf"]
         .as_array()
         .unwrap();
-    assert_eq!(kinds.len(), 3);
+    assert_eq!(kinds.len(), 5);
     // Every parameter is documented and has an example.
     for k in kinds {
         for (name, prop) in k["properties"].as_object().unwrap() {

@@ -125,12 +125,19 @@ impl NodeCx<'_> {
         let mut damage = false;
         if !todo.is_empty() {
             let _device = self.node.node.heavy().then(|| self.device.lock().unwrap());
-            let mut worker = pi.open()?;
+            let status = |message: String| {
+                self.progress.event(&Event::Status {
+                    node: self.node.name.clone(),
+                    message,
+                });
+            };
             let icx = ItemCx {
                 store: self.store,
                 inputs,
                 seed: self.p.seed,
+                status: &status,
             };
+            let mut worker = pi.open(&icx)?;
             let mut deferred: Vec<usize> = Vec::new();
             let mut progressed = 0usize;
             let batch = pi.batch_size().max(1);

@@ -6,13 +6,17 @@
 
 pub mod clip_text;
 pub mod clip_tokenizer;
+pub mod model_artifact;
 pub mod model_error;
 pub mod nn;
 pub mod noise;
 pub mod pipeline;
 pub mod sampler;
 pub mod schedulers;
+pub mod sd_sample;
+pub mod ti_loss;
 pub mod tiny;
+pub mod tiny_sd;
 pub mod unet;
 pub mod vae;
 pub mod weights;

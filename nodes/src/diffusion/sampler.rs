@@ -31,7 +31,7 @@ pub fn initial_latents(
     seed: u64,
 ) -> Result<Tensor, SdError> {
     let f = sd.vae_scale();
-    if s.width % f != 0 || s.height % f != 0 {
+    if !s.width.is_multiple_of(f) || !s.height.is_multiple_of(f) {
         return Err(SdError::Input(format!(
             "image size {}×{} must be a multiple of {f}",
             s.width, s.height

@@ -283,7 +283,7 @@ impl PerItem for CaptionsNode {
         1024
     }
 
-    fn open(&self) -> Result<Box<dyn ItemWorker + '_>, NodeError> {
+    fn open<'a>(&'a self, _cx: &ItemCx) -> Result<Box<dyn ItemWorker + 'a>, NodeError> {
         Ok(Box::new(Normalise))
     }
 }

@@ -243,7 +243,7 @@ impl PerItem for ImagesNode {
         }
     }
 
-    fn open(&self) -> Result<Box<dyn ItemWorker + '_>, NodeError> {
+    fn open<'a>(&'a self, _cx: &ItemCx) -> Result<Box<dyn ItemWorker + 'a>, NodeError> {
         Ok(Box::new(Decoder {
             alpha: self.p.alpha,
         }))

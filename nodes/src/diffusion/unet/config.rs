@@ -23,6 +23,9 @@ impl PerBlock {
 #[derive(Clone, Debug, Deserialize)]
 pub struct UNetConfig {
     pub in_channels: usize,
+    /// Latent side the model was trained at (64 for SD 1.5 at 512 px).
+    #[serde(default)]
+    pub sample_size: Option<usize>,
     pub out_channels: usize,
     pub block_out_channels: Vec<usize>,
     pub down_block_types: Vec<String>,

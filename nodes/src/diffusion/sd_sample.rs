@@ -1,0 +1,304 @@
+//! `sd_sample`: one image per prompt with Stable Diffusion (per-item node) — the negative
+//! images of NSYNC ("<caption> in the style of painting") and the evaluation images.
+//!
+//! Each item's initial noise and every stochastic step derive from the pipeline seed and
+//! the item's id, so an item gives the same bytes whatever batch it is computed in, and
+//! adding prompts never changes the others. The model is loaded once per run, only when
+//! an image is missing; each image is denoised on its own, so `batch_size` (how many images
+//! are committed together) never changes a byte.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use candle_core::{DType, Device};
+use nsync_engine::artifact::TEXTS;
+use nsync_engine::node::{
+    BuildCx, Exec, InputSpec, ItemCx, ItemOutcome, ItemWorker, Node, NodeError, NodeKind,
+    OutputSpec, PerItem, WorkItem,
+};
+use nsync_engine::params::{typed_params, BuildError};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::model_artifact::{unpack, SD_MODEL};
+use super::pipeline::StableDiffusion;
+use super::sampler::{decode, denoise, initial_latents, to_rgb8, SampleSettings};
+use super::schedulers::SchedulerKind;
+use crate::sources::decode::encode_png;
+
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SdSampleParams {
+    /// A `[models]` entry: a diffusers-layout folder. Or connect a `model` input instead.
+    #[serde(default)]
+    #[schemars(example = &"sd15")]
+    pub model: Option<String>,
+    /// `ddim`, `pndm`, `ddpm` or `euler_a`; default: the model's `scheduler_config.json`.
+    #[serde(default)]
+    #[schemars(example = &"ddim")]
+    pub scheduler: Option<SchedulerKind>,
+    /// Denoising steps.
+    #[serde(default = "default_steps")]
+    #[schemars(example = 50)]
+    pub steps: usize,
+    /// Classifier-free guidance scale (1 disables guidance).
+    #[serde(default = "default_guidance")]
+    #[schemars(example = 7.5)]
+    pub guidance: f64,
+    /// Image width in pixels (a multiple of 8); default: the model's native size.
+    #[serde(default)]
+    #[schemars(example = 512)]
+    pub width: Option<usize>,
+    /// Image height in pixels (a multiple of 8); default: the model's native size.
+    #[serde(default)]
+    #[schemars(example = 512)]
+    pub height: Option<usize>,
+    /// Negative prompt for every item, when no `negative_prompts` input is connected.
+    #[serde(default)]
+    #[schemars(example = &"blurry, low quality")]
+    pub negative_prompt: String,
+    /// DDIM's eta (0: deterministic).
+    #[serde(default)]
+    #[schemars(example = 0.0)]
+    pub eta: f64,
+    /// Images committed to the cache together (each image is computed on its own, so
+    /// results never depend on it).
+    #[serde(default = "default_batch")]
+    #[schemars(example = 4)]
+    pub batch_size: usize,
+}
+
+fn default_steps() -> usize {
+    50
+}
+fn default_guidance() -> f64 {
+    7.5
+}
+fn default_batch() -> usize {
+    1
+}
+
+pub struct SdSampleKind;
+
+impl NodeKind for SdSampleKind {
+    fn kind(&self) -> &'static str {
+        "sd_sample"
+    }
+    fn doc(&self) -> &'static str {
+        "Generates one image per prompt with Stable Diffusion (classifier-free guidance with negative prompts), seeded per item."
+    }
+    fn params_schema(&self) -> schemars::Schema {
+        schemars::schema_for!(SdSampleParams)
+    }
+    fn declared_inputs(&self) -> Vec<InputSpec> {
+        vec![
+            InputSpec {
+                name: "prompts".into(),
+                ty: TEXTS,
+                required: true,
+                doc: "One prompt per item.".into(),
+            },
+            InputSpec {
+                name: "negative_prompts".into(),
+                ty: TEXTS,
+                required: false,
+                doc: "One negative prompt per item (else `negative_prompt`).".into(),
+            },
+            InputSpec {
+                name: "model".into(),
+                ty: SD_MODEL,
+                required: false,
+                doc: "A model made in the pipeline (else `model`).".into(),
+            },
+        ]
+    }
+    fn build(&self, params: serde_json::Value, cx: &BuildCx) -> Result<Box<dyn Node>, BuildError> {
+        let p: SdSampleParams = typed_params(params)?;
+        let model_input = cx.connected_inputs.iter().any(|i| i == "model");
+        let path = match (&p.model, model_input) {
+            (Some(_), true) => return Err(BuildError::at(&["model"], "give `model` or connect a `model` input, not both")),
+            (None, false) => {
+                return Err(BuildError::at(&[], "sd_sample needs a model").help(
+                    "set `model = \"<name>\"` naming a [models] entry, or connect `inputs.model` to a node such as `tiny_sd`",
+                ))
+            }
+            (Some(name), false) => Some(cx.models.get(name).cloned().unwrap_or_default()),
+            (None, true) => None,
+        };
+        if p.steps == 0 {
+            return Err(BuildError::at(&["steps"], "`steps` must be at least 1"));
+        }
+        for (k, v) in [("width", p.width), ("height", p.height)] {
+            if v.is_some_and(|v| v == 0 || !v.is_multiple_of(8)) {
+                return Err(BuildError::at(
+                    &[k],
+                    format!("`{k}` must be a positive multiple of 8"),
+                ));
+            }
+        }
+        let negatives = cx.connected_inputs.iter().any(|i| i == "negative_prompts");
+        Ok(Box::new(SdSample { p, path, negatives }))
+    }
+}
+
+pub struct SdSample {
+    p: SdSampleParams,
+    /// The `[models]` path, or `None` for a `model` input.
+    path: Option<PathBuf>,
+    negatives: bool,
+}
+
+impl Node for SdSample {
+    fn version(&self) -> u32 {
+        1
+    }
+    fn inputs(&self) -> Vec<InputSpec> {
+        SdSampleKind.declared_inputs()
+    }
+    fn outputs(&self) -> Vec<OutputSpec> {
+        vec![OutputSpec {
+            name: "images",
+            ty: nsync_engine::artifact::IMAGES,
+        }]
+    }
+    fn key_params(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(&self.p).expect("serialises");
+        // Batching never changes an image; the model enters the key by its digest.
+        if let Some(o) = v.as_object_mut() {
+            o.remove("batch_size");
+            o.remove("model");
+        }
+        v
+    }
+    fn models(&self) -> Vec<String> {
+        self.p.model.iter().cloned().collect()
+    }
+    fn uses_seed(&self) -> bool {
+        true
+    }
+    fn heavy(&self) -> bool {
+        true
+    }
+    fn exec(&self) -> Exec<'_> {
+        Exec::PerItem(self)
+    }
+}
+
+pub fn device() -> Device {
+    #[cfg(feature = "cuda")]
+    if let Ok(d) = Device::new_cuda(0) {
+        return d;
+    }
+    #[cfg(feature = "metal")]
+    if let Ok(d) = Device::new_metal(0) {
+        return d;
+    }
+    Device::Cpu
+}
+
+impl PerItem for SdSample {
+    fn batch_size(&self) -> usize {
+        self.p.batch_size.max(1)
+    }
+
+    fn open<'a>(&'a self, cx: &ItemCx) -> Result<Box<dyn ItemWorker + 'a>, NodeError> {
+        let device = device();
+        let (sd, _tmp) = match &self.path {
+            Some(path) => (StableDiffusion::from_dir(path, DType::F32, &device), None),
+            None => {
+                let art = cx
+                    .inputs
+                    .get("model")
+                    .ok_or_else(|| NodeError::msg("input `model` is missing"))?;
+                let bytes = cx.store.get_blob(&art.digest())?;
+                let tmp = unpack(&bytes).map_err(|e| NodeError::msg(e.to_string()))?;
+                (
+                    StableDiffusion::from_dir(tmp.path(), DType::F32, &device),
+                    Some(tmp),
+                )
+            }
+        };
+        let sd = sd.map_err(|e| NodeError::msg(e.to_string()))?;
+        let f = sd.vae_scale();
+        let native = sd.unet.config.sample_size.map_or(512, |s| s * f);
+        let settings = SampleSettings {
+            scheduler: self.p.scheduler,
+            steps: self.p.steps,
+            guidance: self.p.guidance,
+            width: self.p.width.unwrap_or(native),
+            height: self.p.height.unwrap_or(native),
+            eta: self.p.eta,
+        };
+        Ok(Box::new(Sampler {
+            node: self,
+            sd,
+            settings,
+            _tmp,
+        }))
+    }
+}
+
+struct Sampler<'a> {
+    node: &'a SdSample,
+    sd: StableDiffusion,
+    settings: SampleSettings,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Sampler<'_> {
+    /// One image. Items are denoised one at a time (guidance still batches negative and
+    /// positive): batched matrix products can differ in the last bit with the batch's
+    /// size, and an item's bytes must not depend on its neighbours.
+    fn one(
+        &self,
+        w: &WorkItem,
+        cx: &ItemCx,
+        done: usize,
+        total: usize,
+    ) -> Result<Vec<u8>, NodeError> {
+        let text = |port: &str| -> Result<String, NodeError> {
+            String::from_utf8(cx.read(port, &w.id)?)
+                .map_err(|_| NodeError::msg(format!("input `{port}` of `{}` is not UTF-8", w.id)))
+        };
+        let prompt = text("prompts")?;
+        let negative = if self.node.negatives {
+            text("negative_prompts")?
+        } else {
+            self.node.p.negative_prompt.clone()
+        };
+        let seed = cx.item_seed(&w.id);
+        let latents = initial_latents(&self.sd, &self.settings, seed).map_err(err)?;
+        let pe = self.sd.encode_prompts(&[prompt.as_str()]).map_err(err)?;
+        let ne = self.sd.encode_prompts(&[negative.as_str()]).map_err(err)?;
+        let out = denoise(
+            &self.sd,
+            &self.settings,
+            &pe,
+            &ne,
+            &latents,
+            &[seed],
+            &mut |i, steps| (cx.status)(format!("image {}/{total}, step {i}/{steps}", done + 1)),
+        )
+        .map_err(err)?;
+        let images = decode(&self.sd, &out).map_err(err)?;
+        let img = images.get(0).map_err(|e| err(e.into()))?;
+        Ok(encode_png(&to_rgb8(&img).map_err(err)?))
+    }
+}
+
+fn err(e: super::SdError) -> NodeError {
+    NodeError::msg(e.to_string())
+}
+
+impl ItemWorker for Sampler<'_> {
+    fn process(&mut self, batch: &[&WorkItem], cx: &ItemCx) -> Vec<Result<ItemOutcome, NodeError>> {
+        batch
+            .iter()
+            .enumerate()
+            .map(|(k, w)| {
+                self.one(w, cx, k, batch.len())
+                    .map(|png| ItemOutcome::Done(BTreeMap::from([("images".to_string(), png)])))
+            })
+            .collect()
+    }
+}

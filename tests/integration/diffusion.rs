@@ -1,0 +1,102 @@
+//! The Stable Diffusion stages through the binary: tiny models, the demo's negative images,
+//! determinism.
+
+use super::util::*;
+
+#[test]
+fn init_tiny_writes_a_model_and_never_overwrites_one() {
+    let p = Project::empty();
+    let out = p.nsync(&["model", "init-tiny", "m", "--seed", "3", "--variant", "sd2"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for f in [
+        "model_index.json",
+        "unet/config.json",
+        "unet/diffusion_pytorch_model.safetensors",
+        "vae/config.json",
+        "text_encoder/model.safetensors",
+        "tokenizer/vocab.json",
+        "tokenizer/merges.txt",
+        "scheduler/scheduler_config.json",
+    ] {
+        assert!(p.path("m").join(f).is_file(), "{f}");
+    }
+    let again = p.nsync(&["model", "init-tiny", "m"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        text(&again.stderr).contains("already holds a model"),
+        "{}",
+        text(&again.stderr)
+    );
+}
+
+#[test]
+fn negative_images_are_deterministic_whatever_the_batch() {
+    let a = Project::demo();
+    a.run_ok("pipelines/demo.toml");
+    let b = Project::demo();
+    let demo = std::fs::read_to_string(b.path("pipelines/demo.toml")).unwrap();
+    b.write(
+        "pipelines/demo.toml",
+        &demo.replace("batch_size = 4", "batch_size = 3"),
+    );
+    let s = b.run_ok("pipelines/demo.toml");
+    assert_eq!(node(&s, "negatives"), ("executed".into(), 8, 0));
+    for (proj, dir) in [(&a, "out"), (&b, "out")] {
+        let out = proj.nsync(&["export", "pipelines/demo.toml", "negatives", "--to", dir]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let (ta, tb) = (read_tree(&a.path("out")), read_tree(&b.path("out")));
+    assert_eq!(ta.len(), 9, "8 images and a manifest");
+    assert_eq!(ta, tb, "same bytes with batches of 4 and of 3");
+    let img = image::open(a.path("out/000c1e3bff.png")).unwrap();
+    assert_eq!((img.width(), img.height()), (64, 64));
+    // batch_size is not part of the key: changing it reuses every image.
+    a.write(
+        "pipelines/demo.toml",
+        &demo.replace("batch_size = 4", "batch_size = 2"),
+    );
+    assert_eq!(
+        node(&a.run_ok("pipelines/demo.toml"), "negatives").0,
+        "cached"
+    );
+    // A new seed changes every image.
+    a.write(
+        "pipelines/demo.toml",
+        &demo.replace("name = \"demo\"", "name = \"demo\"\nseed = 1"),
+    );
+    assert_eq!(
+        node(&a.run_ok("pipelines/demo.toml"), "negatives"),
+        ("executed".into(), 8, 0)
+    );
+}
+
+#[test]
+fn sd_sample_needs_exactly_one_model() {
+    let p = Project::demo();
+    let demo = std::fs::read_to_string(p.path("pipelines/demo.toml")).unwrap();
+    p.write(
+        "pipelines/demo.toml",
+        &demo.replace(
+            "inputs = { prompts = \"negative_prompts\", model = \"tiny_model\" }",
+            "inputs = { prompts = \"negative_prompts\" }",
+        ),
+    );
+    let out = p.nsync(&["check", "pipelines/demo.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("sd_sample needs a model"),
+        "{}",
+        text(&out.stderr)
+    );
+    p.write(
+        "pipelines/demo.toml",
+        &demo.replace("steps = 10", "steps = 10\nmodel = \"sd15\""),
+    );
+    let out = p.nsync(&["check", "pipelines/demo.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("not both"),
+        "{}",
+        text(&out.stderr)
+    );
+}
