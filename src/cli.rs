@@ -68,6 +68,8 @@ pub enum Command {
     Schema,
     /// Validate a pipeline file without running anything.
     Check { pipeline: PathBuf },
+    /// Generate one image with Stable Diffusion, outside any pipeline.
+    Sample(SampleArgs),
     /// Models: write tiny random ones for tests and demos.
     Model {
         #[command(subcommand)]
@@ -98,6 +100,42 @@ pub struct RunArgs {
     /// Rehash every cached result used, not only check that it is there.
     #[arg(long)]
     pub verify: bool,
+}
+
+#[derive(Args)]
+pub struct SampleArgs {
+    /// A diffusers-layout model folder.
+    #[arg(long, value_name = "DIR")]
+    pub model: PathBuf,
+    #[arg(long)]
+    pub prompt: String,
+    #[arg(long, default_value = "")]
+    pub negative_prompt: String,
+    /// Default: the model's scheduler_config.json.
+    #[arg(long, value_parser = ["ddim", "pndm", "ddpm", "euler_a"])]
+    pub scheduler: Option<String>,
+    #[arg(long, default_value_t = 50)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 7.5)]
+    pub guidance: f64,
+    /// WIDTHxHEIGHT in pixels, multiples of 8 [default: the model's native size].
+    #[arg(long, value_name = "WxH")]
+    pub size: Option<String>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// DDIM's eta.
+    #[arg(long, default_value_t = 0.0)]
+    pub eta: f64,
+    /// A safetensors file with one tensor `latents` [1, 4, H/8, W/8]: the initial noise,
+    /// used exactly as diffusers' `latents=` argument.
+    #[arg(long, value_name = "FILE")]
+    pub init_latents: Option<PathBuf>,
+    /// Learned token embeddings (diffusers' `learned_embeds.safetensors`).
+    #[arg(long, value_name = "FILE")]
+    pub embedding: Vec<PathBuf>,
+    /// Output PNG.
+    #[arg(long, value_name = "PNG")]
+    pub out: PathBuf,
 }
 
 #[derive(Clone, Copy, ValueEnum)]

@@ -9,6 +9,7 @@ pub mod model;
 pub mod plan;
 pub mod run;
 pub mod runs;
+pub mod sample;
 pub mod schema;
 
 use std::path::Path;
@@ -62,6 +63,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Err(code) => code,
         }),
+        Command::Sample(a) => sample::sample(a),
         Command::Model { command } => model::model(command),
         Command::Bench { command } => bench::bench(command),
     }

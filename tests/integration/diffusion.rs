@@ -100,3 +100,64 @@ fn sd_sample_needs_exactly_one_model() {
         text(&out.stderr)
     );
 }
+
+/// `nsync sample` with diffusers' initial latents reproduces diffusers' image: every pixel
+/// equals round(255 · reference).
+#[test]
+fn sample_command_reproduces_diffusers() {
+    let p = Project::empty();
+    for variant in ["sd15", "sd2"] {
+        let fx = repo().join("tests/fixtures/sd").join(variant);
+        let out = p.path(&format!("{variant}.png"));
+        let run = p.nsync(&[
+            "sample",
+            "--model",
+            fx.join("model").to_str().unwrap(),
+            "--prompt",
+            "a harbour at dawn in the style of painting",
+            "--negative-prompt",
+            "blurry",
+            "--steps",
+            "5",
+            "--guidance",
+            "7.5",
+            "--size",
+            "64x64",
+            "--init-latents",
+            fx.join("init_latents.safetensors").to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(run.status.success(), "{}", text(&run.stderr));
+        let reference = candle_core::safetensors::load(
+            fx.join("fixtures.safetensors"),
+            &candle_core::Device::Cpu,
+        )
+        .unwrap();
+        let want: Vec<f32> = reference["sample_image"]
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let got = image::open(&out).unwrap().to_rgb8().into_raw();
+        assert_eq!(got.len(), want.len());
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(g, w)| (*g as f32 / 255.0 - w).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            worst <= 2e-3 + 0.5 / 255.0,
+            "{variant}: worst pixel error {worst}"
+        );
+    }
+    let bad = p.nsync(&[
+        "sample", "--model", "nowhere", "--prompt", "x", "--out", "x.png",
+    ]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        text(&bad.stderr).contains("model_index.json") && text(&bad.stderr).contains("init-tiny"),
+        "{}",
+        text(&bad.stderr)
+    );
+}
