@@ -2,38 +2,19 @@
 //! `StableDiffusionPipeline` on the tiny fixtures: the final image within 2e-3 in [0, 1]
 //! pixels, and every intermediate latent.
 
-use std::path::PathBuf;
+mod common;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use nsync_nodes::diffusion::pipeline::StableDiffusion;
 use nsync_nodes::diffusion::sampler::{decode, denoise, SampleSettings};
-use serde_json::Value;
 
-fn dir(variant: &str) -> PathBuf {
-    std::env::var_os("NSYNC_SD_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/sd"))
-        .join(variant)
-}
-
-fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
+use common::{max_abs, Fixture};
 
 fn sample_matches_diffusers(variant: &str) {
-    let d = dir(variant);
-    let json: Value =
-        serde_json::from_slice(&std::fs::read(d.join("fixtures.json")).unwrap()).unwrap();
-    let t = candle_core::safetensors::load(d.join("fixtures.safetensors"), &Device::Cpu).unwrap();
-    let s = &json["sample"];
-    let sd = StableDiffusion::from_dir(&d.join("model"), DType::F32, &Device::Cpu).unwrap();
+    let f = Fixture::load(variant);
+    let t = &f.tensors;
+    let s = &f.json["sample"];
+    let sd = StableDiffusion::from_dir(&f.dir.join("model"), DType::F32, &Device::Cpu).unwrap();
     // Our own prompt encoding agrees with the pipeline's.
     let prompt = sd.encode_prompts(&[s["prompt"].as_str().unwrap()]).unwrap();
     let negative = sd

@@ -11,8 +11,9 @@
 //! A second test runs whole 10-step loops (PNDM's history, DDPM's and Euler's noise
 //! consumption, DDIM with eta 0.5) against summary statistics computed with diffusers.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use nsync_nodes::diffusion::schedulers::{
@@ -21,59 +22,12 @@ use nsync_nodes::diffusion::schedulers::{
 };
 use serde_json::Value;
 
-fn fixtures_root() -> PathBuf {
-    std::env::var_os("NSYNC_SD_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/sd"))
-}
-
-struct Fixture {
-    dir: PathBuf,
-    json: Value,
-    tensors: HashMap<String, Tensor>,
-}
-
-fn fixture(variant: &str) -> Fixture {
-    let dir = fixtures_root().join(variant);
-    let json: Value =
-        serde_json::from_slice(&std::fs::read(dir.join("fixtures.json")).expect("fixtures.json"))
-            .unwrap();
-    let tensors =
-        candle_core::safetensors::load(dir.join("fixtures.safetensors"), &Device::Cpu).unwrap();
-    Fixture { dir, json, tensors }
-}
+use common::{rel_err, Fixture};
 
 impl Fixture {
-    fn tensor(&self, name: &str) -> &Tensor {
-        self.tensors
-            .get(name)
-            .unwrap_or_else(|| panic!("{}: no tensor `{name}`", self.dir.display()))
-    }
-
     fn config(&self) -> SchedulerConfig {
         SchedulerConfig::from_file(&self.dir.join("model/scheduler/scheduler_config.json")).unwrap()
     }
-}
-
-/// max |a-b| / max |b|: the relative error used throughout the parity tests.
-fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    let diff = (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    let scale = b
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    diff / scale.max(1e-12)
 }
 
 fn f64s(v: &Value) -> Vec<f64> {
@@ -93,7 +47,7 @@ fn spacing_of(name: &str) -> TimestepSpacing {
 }
 
 fn single_steps_match_diffusers(variant: &str) {
-    let f = fixture(variant);
+    let f = Fixture::load(variant);
     let meta = &f.json["schedulers"];
     let n = meta["num_inference_steps"].as_u64().unwrap() as usize;
     let base = f.config();
@@ -156,7 +110,7 @@ fn single_steps_sd2() {
 }
 
 fn euler_sigmas_match_diffusers(variant: &str) {
-    let f = fixture(variant);
+    let f = Fixture::load(variant);
     let meta = &f.json["schedulers"];
     let n = meta["num_inference_steps"].as_u64().unwrap() as usize;
     for spacing in ["leading", "trailing", "linspace"] {
@@ -198,7 +152,7 @@ fn euler_sigmas_sd2() {
 }
 
 fn training_helpers_match_diffusers(variant: &str) {
-    let f = fixture(variant);
+    let f = Fixture::load(variant);
     // DDPMScheduler.from_config(pipe.scheduler.config)
     let schedule = NoiseSchedule::from_config(&f.config()).unwrap();
     let acp = Tensor::new(schedule.alphas_cumprod(), &Device::Cpu).unwrap();
@@ -237,12 +191,12 @@ fn training_helpers_sd2() {
 /// config keeps that config's `clip_sample: false` and `set_alpha_to_one: false`.
 #[test]
 fn pipeline_configs_build_their_class() {
-    let sd15 = fixture("sd15").config();
+    let sd15 = Fixture::load("sd15").config();
     assert_eq!(sd15.class_kind().unwrap(), SchedulerKind::Pndm);
     assert_eq!(sd15.clip_sample, Some(false));
     assert!(!sd15.set_alpha_to_one_for(SchedulerKind::Ddim));
     assert_eq!(build(&sd15, None, 0.0).unwrap().kind(), SchedulerKind::Pndm);
-    let sd2 = fixture("sd2").config();
+    let sd2 = Fixture::load("sd2").config();
     assert_eq!(sd2.class_kind().unwrap(), SchedulerKind::Ddim);
     assert_eq!(build(&sd2, None, 0.0).unwrap().kind(), SchedulerKind::Ddim);
 }
@@ -288,7 +242,7 @@ fn ten_step_loops_match_diffusers() {
         return;
     }
     for variant in ["sd15", "sd2"] {
-        let f = fixture(variant);
+        let f = Fixture::load(variant);
         let x_init = f.tensor("sched_sample");
         let m = f.tensor("sched_model_output");
         let draws = f.tensor("add_noise_noise");

@@ -5,66 +5,16 @@
 //! `NSYNC_SD_FIXTURES` to a folder with other variants' subfolders to re-run these tests on
 //! fixtures made with another seed.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
+mod common;
 
 use candle_core::{DType, Device, Tensor};
 use nsync_nodes::diffusion::clip_text::ClipTextModel;
 use nsync_nodes::diffusion::ClipTokenizer;
-use serde_json::Value;
 
-fn fixtures_root() -> PathBuf {
-    std::env::var_os("NSYNC_SD_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/sd"))
-}
-
-struct Fixture {
-    dir: PathBuf,
-    json: Value,
-    tensors: HashMap<String, Tensor>,
-}
-
-fn fixture(variant: &str) -> Fixture {
-    let dir = fixtures_root().join(variant);
-    let json: Value =
-        serde_json::from_slice(&std::fs::read(dir.join("fixtures.json")).expect("fixtures.json"))
-            .unwrap();
-    let tensors =
-        candle_core::safetensors::load(dir.join("fixtures.safetensors"), &Device::Cpu).unwrap();
-    Fixture { dir, json, tensors }
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
-
-/// max |a-b| / max |b|: the relative error used throughout the parity tests.
-fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
-    let diff = (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    let scale = b
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    diff / scale.max(1e-12)
-}
+use common::{ids, rel_err, Fixture};
 
 fn tokenizer_matches_transformers(variant: &str) {
-    let f = fixture(variant);
+    let f = Fixture::load(variant);
     let t = &f.json["tokenizer"];
     let mut tok = ClipTokenizer::from_dir(&f.dir.join("model/tokenizer")).unwrap();
     assert_eq!(tok.pad, t["pad_token_id"].as_u64().unwrap() as u32);
@@ -106,7 +56,7 @@ fn tokenizer_sd2() {
 }
 
 fn text_encoder_matches_transformers(variant: &str) {
-    let f = fixture(variant);
+    let f = Fixture::load(variant);
     let te = &f.json["text_encoder"];
     let model =
         ClipTextModel::from_dir(&f.dir.join("model/text_encoder"), DType::F32, &Device::Cpu)
@@ -150,7 +100,7 @@ fn text_encoder_sd2() {
 /// differences (the stock candle CLIP cuts the graph at its fused layer norm).
 #[test]
 fn text_encoder_gradient_reaches_the_learned_embedding() {
-    let f = fixture("sd15");
+    let f = Fixture::load("sd15");
     let te = &f.json["text_encoder"];
     // f64, so that finite differences are exact enough to judge the gradient.
     let model =

@@ -6,8 +6,7 @@
 //! w.r.t. the placeholder's embedding. Set `NSYNC_SD_FIXTURES` to a folder with other
 //! variants' subfolders to re-run these tests on fixtures made with another seed.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
+mod common;
 
 use candle_core::{DType, Device, Tensor, Var};
 use nsync_nodes::diffusion::clip_text::ClipTextModel;
@@ -17,36 +16,9 @@ use nsync_nodes::diffusion::unet::UNet;
 use nsync_nodes::diffusion::vae::AutoencoderKl;
 use serde_json::Value;
 
-fn fixtures_root() -> PathBuf {
-    std::env::var_os("NSYNC_SD_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/sd"))
-}
-
-struct Fixture {
-    dir: PathBuf,
-    json: Value,
-    tensors: HashMap<String, Tensor>,
-}
+use common::{rel_err, Fixture};
 
 impl Fixture {
-    fn load(variant: &str) -> Fixture {
-        let dir = fixtures_root().join(variant);
-        let json: Value = serde_json::from_slice(
-            &std::fs::read(dir.join("fixtures.json")).expect("fixtures.json"),
-        )
-        .unwrap();
-        let tensors =
-            candle_core::safetensors::load(dir.join("fixtures.safetensors"), &Device::Cpu).unwrap();
-        Fixture { dir, json, tensors }
-    }
-
-    fn tensor(&self, name: &str) -> &Tensor {
-        self.tensors
-            .get(name)
-            .unwrap_or_else(|| panic!("{}: no tensor `{name}`", self.dir.display()))
-    }
-
     /// The models and the training schedule, all f32 on the CPU.
     fn models(&self) -> Models {
         let m = self.dir.join("model");
@@ -69,11 +41,7 @@ impl Fixture {
     /// The prompt's ids `[1, 77]` and the placeholder's id.
     fn ids(&self) -> (Tensor, u32) {
         let rows = self.ti()["input_ids"].as_array().unwrap();
-        let flat: Vec<u32> = rows
-            .iter()
-            .flat_map(|r| r.as_array().unwrap().iter())
-            .map(|x| x.as_u64().unwrap() as u32)
-            .collect();
+        let flat: Vec<u32> = rows.iter().flat_map(common::ids).collect();
         let n = flat.len() / rows.len();
         let ids = Tensor::from_vec(flat, (rows.len(), n), &Device::Cpu).unwrap();
         (ids, self.ti()["placeholder_id"].as_u64().unwrap() as u32)
@@ -90,29 +58,6 @@ struct Models {
     vae: AutoencoderKl,
     schedule: NoiseSchedule,
     prediction: PredictionType,
-}
-
-/// max |a-b| / max |b|: the relative error used throughout the parity tests.
-fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    let a = a.to_dtype(DType::F32).unwrap();
-    let b = b.to_dtype(DType::F32).unwrap();
-    let diff = (&a - &b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    let scale = b
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    diff / scale.max(1e-12)
 }
 
 fn check(variant: &str, what: &str, a: &Tensor, b: &Tensor, tol: f32) {

@@ -1,41 +1,17 @@
 //! The UNet against diffusers on the tiny SD 1.x / 2.x fixtures (see `sd_parity.rs` for
 //! where they come from), including per-sample timesteps in one batch.
 
-use std::path::PathBuf;
+mod common;
 
 use candle_core::{DType, Device, Tensor};
 use nsync_nodes::diffusion::unet::UNet;
 
-fn dir(variant: &str) -> PathBuf {
-    std::env::var_os("NSYNC_SD_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/sd"))
-        .join(variant)
-}
-
-fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
-    let diff = (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    diff / b
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-        .max(1e-12)
-}
+use common::{rel_err, Fixture};
 
 fn unet_matches_diffusers(variant: &str) {
-    let d = dir(variant);
-    let t = candle_core::safetensors::load(d.join("fixtures.safetensors"), &Device::Cpu).unwrap();
-    let unet = UNet::from_dir(&d.join("model/unet"), DType::F32, &Device::Cpu).unwrap();
+    let f = Fixture::load(variant);
+    let t = &f.tensors;
+    let unet = UNet::from_dir(&f.dir.join("model/unet"), DType::F32, &Device::Cpu).unwrap();
     let out = unet
         .forward(
             &t["unet_latents"],
@@ -59,7 +35,7 @@ fn unet_sd2() {
 
 #[test]
 fn missing_and_unexpected_tensors_are_named() {
-    let d = dir("sd15");
+    let d = common::fixtures_root().join("sd15");
     let tmp = tempfile::tempdir().unwrap();
     let file = d.join("model/unet/diffusion_pytorch_model.safetensors");
     let mut tensors = candle_core::safetensors::load(&file, &Device::Cpu).unwrap();
@@ -69,12 +45,15 @@ fn missing_and_unexpected_tensors_are_named() {
     )
     .unwrap();
     let out = tmp.path().join("diffusion_pytorch_model.safetensors");
+    let load_error = || {
+        UNet::from_dir(tmp.path(), DType::F32, &Device::Cpu)
+            .err()
+            .unwrap()
+            .to_string()
+    };
     let removed = tensors.remove("conv_out.bias").unwrap();
     candle_core::safetensors::save(&tensors, &out).unwrap();
-    let e = UNet::from_dir(tmp.path(), DType::F32, &Device::Cpu)
-        .err()
-        .unwrap()
-        .to_string();
+    let e = load_error();
     assert!(
         e.contains("conv_out.bias") && e.contains("diffusion_pytorch_model.safetensors"),
         "{e}"
@@ -85,10 +64,7 @@ fn missing_and_unexpected_tensors_are_named() {
         Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap(),
     );
     candle_core::safetensors::save(&tensors, &out).unwrap();
-    let e = UNet::from_dir(tmp.path(), DType::F32, &Device::Cpu)
-        .err()
-        .unwrap()
-        .to_string();
+    let e = load_error();
     assert!(
         e.contains("unexpected tensor") && e.contains("extra.weight"),
         "{e}"
@@ -99,10 +75,10 @@ fn missing_and_unexpected_tensors_are_named() {
 /// is 60–120% off here because of fused kernels without a backward pass).
 #[test]
 fn gradient_wrt_context_matches_finite_differences() {
-    let d = dir("sd2");
-    let t = candle_core::safetensors::load(d.join("fixtures.safetensors"), &Device::Cpu).unwrap();
+    let f = Fixture::load("sd2");
+    let t = &f.tensors;
     // f64, so that finite differences are exact enough to judge the gradient.
-    let unet = UNet::from_dir(&d.join("model/unet"), DType::F64, &Device::Cpu).unwrap();
+    let unet = UNet::from_dir(&f.dir.join("model/unet"), DType::F64, &Device::Cpu).unwrap();
     let f64_ = |x: Tensor| x.to_dtype(DType::F64).unwrap();
     let latents = f64_(t["unet_latents"].narrow(0, 0, 1).unwrap());
     let ts = t["unet_timesteps"].narrow(0, 0, 1).unwrap();

@@ -4,6 +4,8 @@
 //! The fixtures come from the dev-only `tools/make_sd_fixtures.py` (see `sd_parity.rs`);
 //! `NSYNC_SD_FIXTURES` points these tests at fixtures made with another seed.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -11,39 +13,12 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 use nsync_nodes::diffusion::vae::AutoencoderKl;
 
-fn fixtures_root() -> PathBuf {
-    std::env::var_os("NSYNC_SD_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/sd"))
-}
+use common::{rel_err, Fixture};
 
-struct Fixture {
-    vae_dir: PathBuf,
-    tensors: HashMap<String, Tensor>,
-}
-
-fn fixture(variant: &str) -> Fixture {
-    let dir = fixtures_root().join(variant);
-    let tensors =
-        candle_core::safetensors::load(dir.join("fixtures.safetensors"), &Device::Cpu).unwrap();
-    Fixture {
-        vae_dir: dir.join("model/vae"),
-        tensors,
+impl Fixture {
+    fn vae_dir(&self) -> PathBuf {
+        self.dir.join("model/vae")
     }
-}
-
-/// max |a-b| / max |b|: the relative error used throughout the parity tests.
-fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    let max_abs = |t: &Tensor| {
-        t.abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    };
-    max_abs(&(a - b).unwrap()) / max_abs(b).max(1e-12)
 }
 
 fn load(dir: &Path) -> AutoencoderKl {
@@ -51,8 +26,8 @@ fn load(dir: &Path) -> AutoencoderKl {
 }
 
 fn vae_matches_diffusers(variant: &str) {
-    let f = fixture(variant);
-    let vae = load(&f.vae_dir);
+    let f = Fixture::load(variant);
+    let vae = load(&f.vae_dir());
     let t = |k: &str| &f.tensors[k];
     let image = t("vae_image");
     let start = Instant::now();
@@ -87,8 +62,8 @@ fn vae_sd2() {
 /// Each sample of a batch comes out as it would alone.
 #[test]
 fn batch_items_are_independent() {
-    let f = fixture("sd15");
-    let vae = load(&f.vae_dir);
+    let f = Fixture::load("sd15");
+    let vae = load(&f.vae_dir());
     let image = &f.tensors["vae_image"];
     let other = image.flip(&[3]).unwrap().affine(0.5, 0.1).unwrap();
     let batch = Tensor::cat(&[image, &other], 0).unwrap();
@@ -114,10 +89,10 @@ fn batch_items_are_independent() {
 /// f32 differences are either truncation- or rounding-dominated at any step size.
 #[test]
 fn gradients_match_finite_differences() {
-    let f = fixture("sd15");
+    let f = Fixture::load("sd15");
     let dt = DType::F64;
     let dev = Device::Cpu;
-    let vae = AutoencoderKl::from_dir(&f.vae_dir, dt, &dev).unwrap();
+    let vae = AutoencoderKl::from_dir(&f.vae_dir(), dt, &dev).unwrap();
     let t = |k: &str| f.tensors[k].to_dtype(dt).unwrap();
     let (image, noise, latents) = (t("vae_image"), t("vae_noise"), t("vae_decode_latents"));
     let weight = wiggle(&[1, 3, 64, 64], 0.37);
@@ -165,25 +140,33 @@ fn wiggle(dims: &[usize], freq: f64) -> Tensor {
     Tensor::from_vec(v, dims, &Device::Cpu).unwrap()
 }
 
-/// Copy the VAE folder, letting `edit` change the weights, and return the load error.
-fn load_error_after(edit: impl FnOnce(&mut HashMap<String, Tensor>)) -> String {
-    let f = fixture("sd15");
+const WEIGHTS: &str = "diffusion_pytorch_model.safetensors";
+
+/// A copy of the fixture's VAE folder in a temporary folder, with `edit` applied to the
+/// weights.
+fn edited_vae(f: &Fixture, edit: impl FnOnce(&mut HashMap<String, Tensor>)) -> tempfile::TempDir {
     let tmp = tempfile::tempdir().unwrap();
     std::fs::copy(
-        f.vae_dir.join("config.json"),
+        f.vae_dir().join("config.json"),
         tmp.path().join("config.json"),
     )
     .unwrap();
-    let file = "diffusion_pytorch_model.safetensors";
-    let mut tensors = candle_core::safetensors::load(f.vae_dir.join(file), &Device::Cpu).unwrap();
+    let mut tensors =
+        candle_core::safetensors::load(f.vae_dir().join(WEIGHTS), &Device::Cpu).unwrap();
     edit(&mut tensors);
-    candle_core::safetensors::save(&tensors, tmp.path().join(file)).unwrap();
+    candle_core::safetensors::save(&tensors, tmp.path().join(WEIGHTS)).unwrap();
+    tmp
+}
+
+/// Copy the VAE folder, letting `edit` change the weights, and return the load error.
+fn load_error_after(edit: impl FnOnce(&mut HashMap<String, Tensor>)) -> String {
+    let tmp = edited_vae(&Fixture::load("sd15"), edit);
     let err = match AutoencoderKl::from_dir(tmp.path(), DType::F32, &Device::Cpu) {
         Ok(_) => panic!("loading edited weights succeeded"),
         Err(e) => e.to_string(),
     };
     assert!(
-        err.contains(&tmp.path().join(file).display().to_string()),
+        err.contains(&tmp.path().join(WEIGHTS).display().to_string()),
         "error does not name the file: {err}"
     );
     err
@@ -217,32 +200,25 @@ fn a_renamed_tensor_is_named_both_ways() {
 
 #[test]
 fn legacy_attention_names_and_conv_shapes_load() {
-    let f = fixture("sd15");
-    let tmp = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        f.vae_dir.join("config.json"),
-        tmp.path().join("config.json"),
-    )
-    .unwrap();
-    let file = "diffusion_pytorch_model.safetensors";
-    let mut tensors = candle_core::safetensors::load(f.vae_dir.join(file), &Device::Cpu).unwrap();
-    for part in ["encoder", "decoder"] {
-        let p = format!("{part}.mid_block.attentions.0");
-        for (new, old) in [
-            ("to_q", "query"),
-            ("to_k", "key"),
-            ("to_v", "value"),
-            ("to_out.0", "proj_attn"),
-        ] {
-            let w = tensors.remove(&format!("{p}.{new}.weight")).unwrap();
-            let b = tensors.remove(&format!("{p}.{new}.bias")).unwrap();
-            // Original LDM checkpoints store these as 1×1 convolutions.
-            let w = w.unsqueeze(2).unwrap().unsqueeze(3).unwrap();
-            tensors.insert(format!("{p}.{old}.weight"), w);
-            tensors.insert(format!("{p}.{old}.bias"), b);
+    let f = Fixture::load("sd15");
+    let tmp = edited_vae(&f, |tensors| {
+        for part in ["encoder", "decoder"] {
+            let p = format!("{part}.mid_block.attentions.0");
+            for (new, old) in [
+                ("to_q", "query"),
+                ("to_k", "key"),
+                ("to_v", "value"),
+                ("to_out.0", "proj_attn"),
+            ] {
+                let w = tensors.remove(&format!("{p}.{new}.weight")).unwrap();
+                let b = tensors.remove(&format!("{p}.{new}.bias")).unwrap();
+                // Original LDM checkpoints store these as 1×1 convolutions.
+                let w = w.unsqueeze(2).unwrap().unsqueeze(3).unwrap();
+                tensors.insert(format!("{p}.{old}.weight"), w);
+                tensors.insert(format!("{p}.{old}.bias"), b);
+            }
         }
-    }
-    candle_core::safetensors::save(&tensors, tmp.path().join(file)).unwrap();
+    });
     let vae = load(tmp.path());
     let decoded = vae.decode(&f.tensors["vae_decode_latents"]).unwrap();
     let err = rel_err(&decoded, &f.tensors["vae_decoded"]);
@@ -251,10 +227,10 @@ fn legacy_attention_names_and_conv_shapes_load() {
 
 #[test]
 fn unsupported_block_types_are_refused() {
-    let f = fixture("sd15");
+    let f = Fixture::load("sd15");
     let tmp = tempfile::tempdir().unwrap();
     let mut config: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(f.vae_dir.join("config.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(f.vae_dir().join("config.json")).unwrap()).unwrap();
     config["down_block_types"][1] = "AttnDownEncoderBlock2D".into();
     std::fs::write(
         tmp.path().join("config.json"),

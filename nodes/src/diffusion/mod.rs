@@ -11,6 +11,7 @@ pub mod model_error;
 pub mod nn;
 pub mod noise;
 pub mod pipeline;
+pub mod resnet;
 pub mod sampler;
 pub mod schedulers;
 pub mod sd_sample;

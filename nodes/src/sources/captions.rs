@@ -325,14 +325,7 @@ fn caption_of(w: &WorkItem) -> Result<Vec<u8>, NodeError> {
         .source
         .as_ref()
         .expect("caption items have a file or inline text");
-    let bytes = std::fs::read(path)
-        .map_err(|e| NodeError::msg(format!("cannot read {}: {e}", path.display())))?;
-    if Some(&Digest::of(&bytes)) != w.fields.get("file") {
-        return Err(NodeError::msg(format!(
-            "{} changed while the pipeline was running; run again",
-            path.display()
-        )));
-    }
+    let bytes = super::read_unchanged(w, path)?;
     let text = String::from_utf8(bytes).map_err(|_| {
         NodeError::msg(format!(
             "{} is not UTF-8 text; save it as UTF-8",

@@ -264,16 +264,7 @@ impl ItemWorker for Decoder {
             .par_iter()
             .map(|w| {
                 let path = w.source.as_ref().expect("images items have a source file");
-                let bytes = std::fs::read(path)
-                    .map_err(|e| NodeError::msg(format!("cannot read {}: {e}", path.display())))?;
-                // The file may have changed since it was hashed: never store pixels under
-                // the key of other content.
-                if Some(&Digest::of(&bytes)) != w.fields.get("file") {
-                    return Err(NodeError::msg(format!(
-                        "{} changed while the pipeline was running; run again",
-                        path.display()
-                    )));
-                }
+                let bytes = super::read_unchanged(w, path)?;
                 Ok(match decode_rgb8(&bytes, self.alpha) {
                     Ok(img) => ItemOutcome::Done(BTreeMap::from([(
                         "images".to_string(),

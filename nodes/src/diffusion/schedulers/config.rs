@@ -212,6 +212,23 @@ impl SchedulerConfig {
         self.clip_sample.unwrap_or(true)
     }
 
+    /// The range DDIM/DDPM clamp the predicted `x₀` to, if they clamp it.
+    pub(crate) fn clip_range(&self) -> Option<f64> {
+        self.clip_sample_or_default()
+            .then_some(self.clip_sample_range)
+    }
+
+    /// Refuse dynamic thresholding (DDIM, DDPM), which is not implemented.
+    pub(crate) fn refuse_thresholding(&self) -> Result<()> {
+        if self.thresholding {
+            return Err(self.reject(
+                "thresholding (dynamic thresholding)",
+                "set \"thresholding\": false (it is meant for pixel-space models)",
+            ));
+        }
+        Ok(())
+    }
+
     /// Reject settings the schedulers here do not implement, naming the key.
     pub(crate) fn reject(&self, what: &str, fix: &str) -> SchedulerError {
         SchedulerError::config(&self.origin, format!("{what} is not supported; {fix}"))

@@ -8,18 +8,20 @@
 
 use candle_core::Tensor;
 
-use super::config::{PredictionType, SchedulerConfig, TimestepSpacing};
+use super::config::{PredictionType, SchedulerConfig};
 use super::error::{Result, SchedulerError};
-use super::ops::{check_float, discrete_timestep, div, mul, required_noise, same_shape};
+use super::ops::{
+    call_set_timesteps_first, check_step_inputs, discrete_timestep, mul, required_noise,
+};
+use super::prediction::{predicted_eps, predicted_x0};
 use super::schedule::NoiseSchedule;
-use super::spacing::discrete_timesteps;
+use super::spacing::Placement;
 use super::{Scheduler, SchedulerKind};
 
 pub struct Ddim {
     schedule: NoiseSchedule,
     prediction: PredictionType,
-    spacing: TimestepSpacing,
-    steps_offset: usize,
+    placement: Placement,
     /// `ᾱ` used past timestep 0: 1 (`set_alpha_to_one`) or `ᾱ₀`.
     final_alpha_cumprod: f32,
     /// Clamp the predicted `x₀` to `±range` (`clip_sample`).
@@ -31,27 +33,16 @@ pub struct Ddim {
 
 impl Ddim {
     pub fn new(config: &SchedulerConfig) -> Result<Ddim> {
-        if config.thresholding {
-            return Err(config.reject(
-                "thresholding (dynamic thresholding)",
-                "set \"thresholding\": false (it is meant for pixel-space models)",
-            ));
-        }
+        config.refuse_thresholding()?;
         let schedule = NoiseSchedule::from_config(config)?;
-        let final_alpha_cumprod = if config.set_alpha_to_one_for(SchedulerKind::Ddim) {
-            1.0
-        } else {
-            schedule.alphas_cumprod()[0]
-        };
+        let final_alpha_cumprod =
+            schedule.final_alpha_cumprod(config.set_alpha_to_one_for(SchedulerKind::Ddim));
         Ok(Ddim {
             schedule,
             prediction: config.prediction_type,
-            spacing: config.timestep_spacing_for(SchedulerKind::Ddim),
-            steps_offset: config.steps_offset,
+            placement: Placement::new(config, SchedulerKind::Ddim),
             final_alpha_cumprod,
-            clip_range: config
-                .clip_sample_or_default()
-                .then_some(config.clip_sample_range),
+            clip_range: config.clip_range(),
             eta: 0.0,
             num_inference_steps: None,
             timesteps: Vec::new(),
@@ -80,27 +71,15 @@ impl Scheduler for Ddim {
     }
 
     fn set_timesteps(&mut self, num_inference_steps: usize) -> Result<()> {
-        let ts = discrete_timesteps(
-            self.spacing,
-            num_inference_steps,
-            self.schedule.num_train_timesteps(),
-            self.steps_offset,
-        )?;
-        self.timesteps = ts.into_iter().map(|t| t as f64).collect();
+        self.timesteps = self
+            .placement
+            .discrete(num_inference_steps, self.schedule.num_train_timesteps())?;
         self.num_inference_steps = Some(num_inference_steps);
         Ok(())
     }
 
     fn timesteps(&self) -> &[f64] {
         &self.timesteps
-    }
-
-    fn init_noise_sigma(&self) -> f64 {
-        1.0
-    }
-
-    fn scale_model_input(&self, sample: &Tensor, _timestep: f64) -> Result<Tensor> {
-        Ok(sample.clone())
     }
 
     fn needs_noise(&self, _timestep: f64) -> bool {
@@ -116,39 +95,18 @@ impl Scheduler for Ddim {
     ) -> Result<Tensor> {
         let n = self
             .num_inference_steps
-            .ok_or_else(|| SchedulerError::usage("DDIM: call set_timesteps before step"))?;
-        check_float(model_output, "the model output")?;
-        same_shape(model_output, sample, "the sample")?;
+            .ok_or_else(|| call_set_timesteps_first("DDIM"))?;
+        check_step_inputs(model_output, sample)?;
         let num_train = self.schedule.num_train_timesteps();
         let t = discrete_timestep(timestep, num_train)?;
         let prev_t = t as i64 - (num_train / n) as i64;
-        let acp = self.schedule.alphas_cumprod();
-        let a_t = acp[t];
-        let a_prev = if prev_t >= 0 {
-            acp[prev_t as usize]
-        } else {
-            self.final_alpha_cumprod
-        };
-        let b_t = 1.0 - a_t;
-        let (x0, eps) = match self.prediction {
-            PredictionType::Epsilon => (
-                div(&(sample - mul(model_output, b_t.sqrt())?)?, a_t.sqrt())?,
-                model_output.clone(),
-            ),
-            PredictionType::Sample => (
-                model_output.clone(),
-                div(&(sample - mul(model_output, a_t.sqrt())?)?, b_t.sqrt())?,
-            ),
-            PredictionType::VPrediction => (
-                (mul(sample, a_t.sqrt())? - mul(model_output, b_t.sqrt())?)?,
-                (mul(model_output, a_t.sqrt())? + mul(sample, b_t.sqrt())?)?,
-            ),
-        };
-        let x0 = match self.clip_range {
-            Some(r) => x0.clamp(-r, r)?,
-            None => x0,
-        };
-        let b_prev = 1.0 - a_prev;
+        let a_t = self.schedule.alphas_cumprod()[t];
+        let a_prev = self
+            .schedule
+            .alpha_cumprod_prev(prev_t, self.final_alpha_cumprod);
+        let x0 = predicted_x0(self.prediction, model_output, sample, a_t, self.clip_range)?;
+        let eps = predicted_eps(self.prediction, model_output, sample, a_t)?;
+        let (b_t, b_prev) = (1.0 - a_t, 1.0 - a_prev);
         let variance = (b_prev / b_t) * (1.0 - a_t / a_prev);
         let std_dev = self.eta as f32 * variance.sqrt();
         let direction = mul(&eps, (1.0 - a_prev - std_dev * std_dev).sqrt())?;

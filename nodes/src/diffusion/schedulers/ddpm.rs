@@ -9,11 +9,14 @@
 
 use candle_core::Tensor;
 
-use super::config::{PredictionType, SchedulerConfig, TimestepSpacing};
+use super::config::{PredictionType, SchedulerConfig};
 use super::error::{Result, SchedulerError};
-use super::ops::{check_float, discrete_timestep, div, mul, required_noise, same_shape};
+use super::ops::{
+    call_set_timesteps_first, check_step_inputs, discrete_timestep, mul, required_noise,
+};
+use super::prediction::predicted_x0;
 use super::schedule::NoiseSchedule;
-use super::spacing::discrete_timesteps;
+use super::spacing::Placement;
 use super::{Scheduler, SchedulerKind};
 
 /// The variance DDPM adds per step (diffusers' `variance_type`; the learned ones need a
@@ -28,8 +31,7 @@ enum FixedVariance {
 pub struct Ddpm {
     schedule: NoiseSchedule,
     prediction: PredictionType,
-    spacing: TimestepSpacing,
-    steps_offset: usize,
+    placement: Placement,
     clip_range: Option<f64>,
     variance_type: FixedVariance,
     timesteps: Vec<f64>,
@@ -37,12 +39,7 @@ pub struct Ddpm {
 
 impl Ddpm {
     pub fn new(config: &SchedulerConfig) -> Result<Ddpm> {
-        if config.thresholding {
-            return Err(config.reject(
-                "thresholding (dynamic thresholding)",
-                "set \"thresholding\": false (it is meant for pixel-space models)",
-            ));
-        }
+        config.refuse_thresholding()?;
         let variance_type = match config.variance_type.as_deref() {
             None | Some("fixed_small") => FixedVariance::Small,
             Some("fixed_small_log") => FixedVariance::SmallLog,
@@ -57,11 +54,8 @@ impl Ddpm {
         Ok(Ddpm {
             schedule: NoiseSchedule::from_config(config)?,
             prediction: config.prediction_type,
-            spacing: config.timestep_spacing_for(SchedulerKind::Ddpm),
-            steps_offset: config.steps_offset,
-            clip_range: config
-                .clip_sample_or_default()
-                .then_some(config.clip_sample_range),
+            placement: Placement::new(config, SchedulerKind::Ddpm),
+            clip_range: config.clip_range(),
             variance_type,
             timesteps: Vec::new(),
         })
@@ -83,14 +77,9 @@ impl Ddpm {
 
     /// `ᾱ_t` and `ᾱ_prev` (1 past the end).
     fn alphas(&self, t: usize) -> Result<(f32, f32)> {
-        let acp = self.schedule.alphas_cumprod();
         let prev_t = self.previous_timestep(t)?;
-        let a_prev = if prev_t >= 0 {
-            acp[prev_t as usize]
-        } else {
-            1.0
-        };
-        Ok((acp[t], a_prev))
+        let a_prev = self.schedule.alpha_cumprod_prev(prev_t, 1.0);
+        Ok((self.schedule.alphas_cumprod()[t], a_prev))
     }
 
     /// The standard deviation of the noise added at `t` (diffusers' `_get_variance`, then
@@ -113,26 +102,14 @@ impl Scheduler for Ddpm {
     }
 
     fn set_timesteps(&mut self, num_inference_steps: usize) -> Result<()> {
-        let ts = discrete_timesteps(
-            self.spacing,
-            num_inference_steps,
-            self.schedule.num_train_timesteps(),
-            self.steps_offset,
-        )?;
-        self.timesteps = ts.into_iter().map(|t| t as f64).collect();
+        self.timesteps = self
+            .placement
+            .discrete(num_inference_steps, self.schedule.num_train_timesteps())?;
         Ok(())
     }
 
     fn timesteps(&self) -> &[f64] {
         &self.timesteps
-    }
-
-    fn init_noise_sigma(&self) -> f64 {
-        1.0
-    }
-
-    fn scale_model_input(&self, sample: &Tensor, _timestep: f64) -> Result<Tensor> {
-        Ok(sample.clone())
     }
 
     fn needs_noise(&self, timestep: f64) -> bool {
@@ -147,30 +124,15 @@ impl Scheduler for Ddpm {
         noise: Option<&Tensor>,
     ) -> Result<Tensor> {
         if self.timesteps.is_empty() {
-            return Err(SchedulerError::usage(
-                "DDPM: call set_timesteps before step",
-            ));
+            return Err(call_set_timesteps_first("DDPM"));
         }
-        check_float(model_output, "the model output")?;
-        same_shape(model_output, sample, "the sample")?;
+        check_step_inputs(model_output, sample)?;
         let t = discrete_timestep(timestep, self.schedule.num_train_timesteps())?;
         let (a_t, a_prev) = self.alphas(t)?;
         let (b_t, b_prev) = (1.0 - a_t, 1.0 - a_prev);
         let alpha_t = a_t / a_prev;
         let beta_t = 1.0 - alpha_t;
-        let x0 = match self.prediction {
-            PredictionType::Epsilon => {
-                div(&(sample - mul(model_output, b_t.sqrt())?)?, a_t.sqrt())?
-            }
-            PredictionType::Sample => model_output.clone(),
-            PredictionType::VPrediction => {
-                (mul(sample, a_t.sqrt())? - mul(model_output, b_t.sqrt())?)?
-            }
-        };
-        let x0 = match self.clip_range {
-            Some(r) => x0.clamp(-r, r)?,
-            None => x0,
-        };
+        let x0 = predicted_x0(self.prediction, model_output, sample, a_t, self.clip_range)?;
         let x0_coeff = a_prev.sqrt() * beta_t / b_t;
         let sample_coeff = alpha_t.sqrt() * b_prev / b_t;
         let mean = (mul(&x0, x0_coeff)? + mul(sample, sample_coeff)?)?;
@@ -188,6 +150,7 @@ impl Scheduler for Ddpm {
 
 #[cfg(test)]
 mod tests {
+    use super::super::TimestepSpacing;
     use super::*;
     use candle_core::{DType, Device};
 

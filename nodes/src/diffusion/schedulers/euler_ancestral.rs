@@ -15,16 +15,15 @@ use candle_core::{DType, Tensor};
 
 use super::config::{PredictionType, SchedulerConfig, TimestepSpacing};
 use super::error::{Result, SchedulerError};
-use super::ops::{check_float, div, mul, required_noise, same_shape};
+use super::ops::{call_set_timesteps_first, check_step_inputs, div, mul, required_noise};
 use super::schedule::NoiseSchedule;
-use super::spacing::euler_timesteps;
+use super::spacing::Placement;
 use super::{Scheduler, SchedulerKind};
 
 pub struct EulerAncestral {
     schedule: NoiseSchedule,
     v_prediction: bool,
-    spacing: TimestepSpacing,
-    steps_offset: usize,
+    placement: Placement,
     timesteps: Vec<f64>,
     /// σ per timestep, then a final 0.
     sigmas: Vec<f32>,
@@ -54,8 +53,7 @@ impl EulerAncestral {
         Ok(EulerAncestral {
             schedule,
             v_prediction,
-            spacing: config.timestep_spacing_for(SchedulerKind::EulerAncestral),
-            steps_offset: config.steps_offset,
+            placement: Placement::new(config, SchedulerKind::EulerAncestral),
             timesteps: Vec::new(),
             sigmas,
             step_index: None,
@@ -123,12 +121,9 @@ impl Scheduler for EulerAncestral {
     }
 
     fn set_timesteps(&mut self, num_inference_steps: usize) -> Result<()> {
-        let ts = euler_timesteps(
-            self.spacing,
-            num_inference_steps,
-            self.schedule.num_train_timesteps(),
-            self.steps_offset,
-        )?;
+        let ts = self
+            .placement
+            .euler(num_inference_steps, self.schedule.num_train_timesteps())?;
         let table = sigma_table(&self.schedule);
         self.sigmas = ts
             .iter()
@@ -148,7 +143,7 @@ impl Scheduler for EulerAncestral {
     /// noisiest training timestep), as diffusers defines it.
     fn init_noise_sigma(&self) -> f64 {
         let max = self.sigmas.iter().copied().fold(0.0f32, f32::max);
-        match self.spacing {
+        match self.placement.spacing {
             TimestepSpacing::Linspace | TimestepSpacing::Trailing => max as f64,
             TimestepSpacing::Leading => (max * max + 1.0).sqrt() as f64,
         }
@@ -171,12 +166,9 @@ impl Scheduler for EulerAncestral {
         noise: Option<&Tensor>,
     ) -> Result<Tensor> {
         if self.timesteps.is_empty() {
-            return Err(SchedulerError::usage(
-                "Euler ancestral: call set_timesteps before step",
-            ));
+            return Err(call_set_timesteps_first("Euler ancestral"));
         }
-        check_float(model_output, "the model output")?;
-        same_shape(model_output, sample, "the sample")?;
+        check_step_inputs(model_output, sample)?;
         let noise = required_noise(noise, model_output, "Euler ancestral")?;
         let i = self.current_index(timestep)?;
         if i + 1 >= self.sigmas.len() {

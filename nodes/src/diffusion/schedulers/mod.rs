@@ -36,6 +36,7 @@ mod euler_ancestral;
 mod kind;
 mod ops;
 mod pndm;
+mod prediction;
 pub mod schedule;
 pub mod spacing;
 mod training;
@@ -65,10 +66,15 @@ pub trait Scheduler: Send {
     fn timesteps(&self) -> &[f64];
 
     /// The standard deviation of the initial latents: 1, or Euler's `σ_max`.
-    fn init_noise_sigma(&self) -> f64;
+    fn init_noise_sigma(&self) -> f64 {
+        1.0
+    }
 
-    /// The model's input at `timestep` (Euler ancestral divides by `sqrt(σ² + 1)`).
-    fn scale_model_input(&self, sample: &Tensor, timestep: f64) -> Result<Tensor, SchedulerError>;
+    /// The model's input at `timestep`: the sample itself (Euler ancestral divides by
+    /// `sqrt(σ² + 1)`).
+    fn scale_model_input(&self, sample: &Tensor, _timestep: f64) -> Result<Tensor, SchedulerError> {
+        Ok(sample.clone())
+    }
 
     /// Whether `step` at `timestep` consumes noise; draw it only then to consume a random
     /// stream exactly as diffusers does.

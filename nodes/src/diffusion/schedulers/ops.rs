@@ -37,6 +37,18 @@ pub(crate) fn discrete_timestep(t: f64, num_train: usize) -> Result<usize> {
     Ok(t as usize)
 }
 
+/// The error of a `step` before `set_timesteps` (`who` names the scheduler).
+pub(crate) fn call_set_timesteps_first(who: &str) -> SchedulerError {
+    SchedulerError::usage(format!("{who}: call set_timesteps before step"))
+}
+
+/// The checks of `step`'s tensors: the model output holds floats and the sample has its
+/// shape.
+pub(crate) fn check_step_inputs(model_output: &Tensor, sample: &Tensor) -> Result<()> {
+    check_float(model_output, "the model output")?;
+    same_shape(model_output, sample, "the sample")
+}
+
 /// Both tensors have the same shape (`what` names the second in the error).
 pub(crate) fn same_shape(reference: &Tensor, other: &Tensor, what: &str) -> Result<()> {
     if reference.dims() != other.dims() {

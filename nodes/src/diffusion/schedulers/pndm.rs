@@ -14,18 +14,19 @@
 
 use candle_core::Tensor;
 
-use super::config::{PredictionType, SchedulerConfig, TimestepSpacing};
+use super::config::{PredictionType, SchedulerConfig};
 use super::error::{Result, SchedulerError};
-use super::ops::{check_float, discrete_timestep, div, mul, same_shape};
+use super::ops::{call_set_timesteps_first, check_step_inputs, discrete_timestep, div, mul};
+use super::prediction::predicted_eps;
 use super::schedule::NoiseSchedule;
-use super::spacing::discrete_timesteps;
+use super::spacing::Placement;
 use super::{Scheduler, SchedulerKind};
 
 pub struct Pndm {
     schedule: NoiseSchedule,
-    v_prediction: bool,
-    spacing: TimestepSpacing,
-    steps_offset: usize,
+    /// Epsilon or v-prediction.
+    prediction: PredictionType,
+    placement: Placement,
     final_alpha_cumprod: f32,
     num_inference_steps: Option<usize>,
     timesteps: Vec<f64>,
@@ -45,28 +46,20 @@ impl Pndm {
                 "set \"skip_prk_steps\": true (as Stable Diffusion's configs do) or choose ddim",
             ));
         }
-        let v_prediction = match config.prediction_type {
-            PredictionType::Epsilon => false,
-            PredictionType::VPrediction => true,
-            PredictionType::Sample => {
-                return Err(config.reject(
-                    "PNDM with \"prediction_type\": \"sample\"",
-                    "PNDM takes epsilon or v_prediction; choose ddim or ddpm",
-                ))
-            }
-        };
+        if config.prediction_type == PredictionType::Sample {
+            return Err(config.reject(
+                "PNDM with \"prediction_type\": \"sample\"",
+                "PNDM takes epsilon or v_prediction; choose ddim or ddpm",
+            ));
+        }
         // PNDMScheduler does not accept rescale_betas_zero_snr: diffusers ignores the key.
         let schedule = NoiseSchedule::new(config, false)?;
-        let final_alpha_cumprod = if config.set_alpha_to_one_for(SchedulerKind::Pndm) {
-            1.0
-        } else {
-            schedule.alphas_cumprod()[0]
-        };
+        let final_alpha_cumprod =
+            schedule.final_alpha_cumprod(config.set_alpha_to_one_for(SchedulerKind::Pndm));
         Ok(Pndm {
             schedule,
-            v_prediction,
-            spacing: config.timestep_spacing_for(SchedulerKind::Pndm),
-            steps_offset: config.steps_offset,
+            prediction: config.prediction_type,
+            placement: Placement::new(config, SchedulerKind::Pndm),
             final_alpha_cumprod,
             num_inference_steps: None,
             timesteps: Vec::new(),
@@ -78,23 +71,16 @@ impl Pndm {
 
     /// diffusers' `_get_prev_sample`: formula (9) of the PNDM paper, from `t` to `prev_t`.
     fn prev_sample(&self, sample: &Tensor, t: usize, prev_t: i64, eps: &Tensor) -> Result<Tensor> {
-        let acp = self.schedule.alphas_cumprod();
-        let a_t = *acp.get(t).ok_or_else(|| {
+        let a_t = *self.schedule.alphas_cumprod().get(t).ok_or_else(|| {
             SchedulerError::usage(format!(
                 "PNDM: timestep {t} is past the schedule; pass the values of `timesteps()`"
             ))
         })?;
-        let a_prev = if prev_t >= 0 {
-            acp[prev_t as usize]
-        } else {
-            self.final_alpha_cumprod
-        };
+        let a_prev = self
+            .schedule
+            .alpha_cumprod_prev(prev_t, self.final_alpha_cumprod);
         let (b_t, b_prev) = (1.0 - a_t, 1.0 - a_prev);
-        let eps = if self.v_prediction {
-            (mul(eps, a_t.sqrt())? + mul(sample, b_t.sqrt())?)?
-        } else {
-            eps.clone()
-        };
+        let eps = predicted_eps(self.prediction, eps, sample, a_t)?;
         let sample_coeff = (a_prev / a_t).sqrt();
         let denom = a_t * b_prev.sqrt() + (a_t * b_t * a_prev).sqrt();
         Ok((mul(sample, sample_coeff)? - div(&mul(&eps, a_prev - a_t)?, denom)?)?)
@@ -107,15 +93,11 @@ impl Scheduler for Pndm {
     }
 
     fn set_timesteps(&mut self, num_inference_steps: usize) -> Result<()> {
-        let noisiest_first = discrete_timesteps(
-            self.spacing,
-            num_inference_steps,
-            self.schedule.num_train_timesteps(),
-            self.steps_offset,
-        )?;
         // diffusers: concat(ts[:-1], ts[-2:-1], ts[-1:])[::-1] over ascending ts, i.e. the
         // second-noisiest timestep twice.
-        let mut ts: Vec<f64> = noisiest_first.iter().map(|&t| t as f64).collect();
+        let mut ts = self
+            .placement
+            .discrete(num_inference_steps, self.schedule.num_train_timesteps())?;
         if ts.len() >= 2 {
             ts.insert(1, ts[1]);
         }
@@ -131,14 +113,6 @@ impl Scheduler for Pndm {
         &self.timesteps
     }
 
-    fn init_noise_sigma(&self) -> f64 {
-        1.0
-    }
-
-    fn scale_model_input(&self, sample: &Tensor, _timestep: f64) -> Result<Tensor> {
-        Ok(sample.clone())
-    }
-
     fn needs_noise(&self, _timestep: f64) -> bool {
         false
     }
@@ -152,9 +126,8 @@ impl Scheduler for Pndm {
     ) -> Result<Tensor> {
         let n = self
             .num_inference_steps
-            .ok_or_else(|| SchedulerError::usage("PNDM: call set_timesteps before step"))?;
-        check_float(model_output, "the model output")?;
-        same_shape(model_output, sample, "the sample")?;
+            .ok_or_else(|| call_set_timesteps_first("PNDM"))?;
+        check_step_inputs(model_output, sample)?;
         let ratio = (self.schedule.num_train_timesteps() / n) as i64;
         let mut t = discrete_timestep(timestep, self.schedule.num_train_timesteps())? as i64;
         let mut prev_t = t - ratio;

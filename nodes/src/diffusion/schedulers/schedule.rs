@@ -78,6 +78,26 @@ impl NoiseSchedule {
         self.alphas_cumprod.len()
     }
 
+    /// DDIM's and PNDM's `final_alpha_cumprod`, the `ᾱ` of the step past timestep 0: 1
+    /// with `set_alpha_to_one`, else `ᾱ₀`.
+    pub(crate) fn final_alpha_cumprod(&self, set_alpha_to_one: bool) -> f32 {
+        if set_alpha_to_one {
+            1.0
+        } else {
+            self.alphas_cumprod[0]
+        }
+    }
+
+    /// `ᾱ` of the previous timestep `prev_t`, or `past_zero` where the step from timestep
+    /// 0 leads past the schedule (`prev_t < 0`).
+    pub(crate) fn alpha_cumprod_prev(&self, prev_t: i64, past_zero: f32) -> f32 {
+        if prev_t >= 0 {
+            self.alphas_cumprod[prev_t as usize]
+        } else {
+            past_zero
+        }
+    }
+
     /// Set `ᾱ` of the last timestep (Euler ancestral's guard against a zero terminal `ᾱ`).
     pub(crate) fn set_last_alpha_cumprod(&mut self, value: f32) {
         if let Some(last) = self.alphas_cumprod.last_mut() {

@@ -11,8 +11,37 @@
 //! a timestep of −1 (then indexes `ᾱ[-1]`, the noisiest value). That spurious last
 //! timestep is dropped here, so `n` steps are `n` timesteps.
 
-use super::config::TimestepSpacing;
+use super::config::{SchedulerConfig, TimestepSpacing};
 use super::error::{Result, SchedulerError};
+use super::kind::SchedulerKind;
+
+/// Where a scheduler places its inference timesteps: the config's spacing (or that
+/// scheduler class's default) and `steps_offset`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Placement {
+    pub(crate) spacing: TimestepSpacing,
+    steps_offset: usize,
+}
+
+impl Placement {
+    pub(crate) fn new(config: &SchedulerConfig, kind: SchedulerKind) -> Placement {
+        Placement {
+            spacing: config.timestep_spacing_for(kind),
+            steps_offset: config.steps_offset,
+        }
+    }
+
+    /// [`discrete_timesteps`], as the `f64`s of `Scheduler::timesteps`.
+    pub(crate) fn discrete(&self, n: usize, num_train: usize) -> Result<Vec<f64>> {
+        let ts = discrete_timesteps(self.spacing, n, num_train, self.steps_offset)?;
+        Ok(ts.into_iter().map(|t| t as f64).collect())
+    }
+
+    /// [`euler_timesteps`].
+    pub(crate) fn euler(&self, n: usize, num_train: usize) -> Result<Vec<f32>> {
+        euler_timesteps(self.spacing, n, num_train, self.steps_offset)
+    }
+}
 
 /// The timesteps of DDIM and DDPM for `n` inference steps, noisiest first.
 pub fn discrete_timesteps(

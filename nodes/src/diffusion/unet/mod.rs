@@ -7,7 +7,6 @@
 //! unsupported options are errors ([`config::UNetConfig::check`]).
 
 pub mod config;
-mod resnet;
 mod transformer;
 
 use std::path::Path;
@@ -15,9 +14,9 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 
 use self::config::UNetConfig;
-use self::resnet::ResnetBlock;
 use self::transformer::Transformer2D;
 use super::nn::{nearest_2x, silu, Conv2d, GroupNorm, Linear, Result};
+use super::resnet::ResnetBlock;
 use super::weights::{component_file, Weights};
 use super::ModelError;
 
@@ -89,6 +88,9 @@ impl UNet {
         let attn = |name: &str, c: usize, heads: usize| {
             Transformer2D::load(w, name, c, heads, tl, ctx, groups, lin)
         };
+        let resnet = |name: &str, inp: usize, out: usize| {
+            ResnetBlock::load(w, name, inp, out, Some(temb), groups, eps)
+        };
         let mut down = Vec::with_capacity(n);
         let mut out_c = ch[0];
         for (i, &c) in ch.iter().enumerate() {
@@ -99,14 +101,10 @@ impl UNet {
             let mut attentions = Vec::new();
             for j in 0..config.layers_per_block {
                 let name = format!("down_blocks.{i}");
-                resnets.push(ResnetBlock::load(
-                    w,
+                resnets.push(resnet(
                     &format!("{name}.resnets.{j}"),
                     if j == 0 { in_c } else { out_c },
                     out_c,
-                    temb,
-                    groups,
-                    eps,
                 )?);
                 if cross {
                     attentions.push(attn(
@@ -137,8 +135,8 @@ impl UNet {
         }
         let last = ch[n - 1];
         let mid_resnets = vec![
-            ResnetBlock::load(w, "mid_block.resnets.0", last, last, temb, groups, eps)?,
-            ResnetBlock::load(w, "mid_block.resnets.1", last, last, temb, groups, eps)?,
+            resnet("mid_block.resnets.0", last, last)?,
+            resnet("mid_block.resnets.1", last, last)?,
         ];
         let mid_attention = attn("mid_block.attentions.0", last, config.heads(n - 1))?;
         let rev: Vec<usize> = ch.iter().rev().copied().collect();
@@ -155,15 +153,7 @@ impl UNet {
                 let skip = if j == layers - 1 { input } else { out };
                 let res_in = if j == 0 { prev } else { out };
                 let name = format!("up_blocks.{i}");
-                resnets.push(ResnetBlock::load(
-                    w,
-                    &format!("{name}.resnets.{j}"),
-                    res_in + skip,
-                    out,
-                    temb,
-                    groups,
-                    eps,
-                )?);
+                resnets.push(resnet(&format!("{name}.resnets.{j}"), res_in + skip, out)?);
                 if cross {
                     attentions.push(attn(
                         &format!("{name}.attentions.{j}"),
@@ -245,7 +235,7 @@ impl UNet {
         let mut skips = vec![x.clone()];
         for d in &self.down {
             for (j, r) in d.resnets.iter().enumerate() {
-                x = r.forward(&x, &temb)?;
+                x = r.forward(&x, Some(&temb))?;
                 if let Some(a) = d.attentions.get(j) {
                     x = a.forward(&x, context)?;
                 }
@@ -256,13 +246,13 @@ impl UNet {
                 skips.push(x.clone());
             }
         }
-        x = self.mid_resnets[0].forward(&x, &temb)?;
+        x = self.mid_resnets[0].forward(&x, Some(&temb))?;
         x = self.mid_attention.forward(&x, context)?;
-        x = self.mid_resnets[1].forward(&x, &temb)?;
+        x = self.mid_resnets[1].forward(&x, Some(&temb))?;
         for u in &self.up {
             for (j, r) in u.resnets.iter().enumerate() {
                 let skip = skips.pop().expect("a skip connection per up resnet");
-                x = r.forward(&Tensor::cat(&[&x, &skip], 1)?, &temb)?;
+                x = r.forward(&Tensor::cat(&[&x, &skip], 1)?, Some(&temb))?;
                 if let Some(a) = u.attentions.get(j) {
                     x = a.forward(&x, context)?;
                 }

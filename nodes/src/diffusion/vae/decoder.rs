@@ -14,7 +14,7 @@ use crate::diffusion::ModelError;
 use super::config::VaeConfig;
 use super::mid_block::MidBlock;
 use super::resample::Upsample;
-use super::resnet::{ResnetBlock, NORM_EPS};
+use super::resnet::{load_resnets, ResnetBlock, NORM_EPS};
 
 struct UpBlock {
     resnets: Vec<ResnetBlock>,
@@ -42,17 +42,7 @@ impl Decoder {
         let mut inp = widest;
         for (i, &out) in reversed.iter().enumerate() {
             let name = format!("decoder.up_blocks.{i}");
-            let mut resnets = Vec::with_capacity(cfg.layers_per_block + 1);
-            for j in 0..=cfg.layers_per_block {
-                let from = if j == 0 { inp } else { out };
-                resnets.push(ResnetBlock::load(
-                    w,
-                    &format!("{name}.resnets.{j}"),
-                    from,
-                    out,
-                    groups,
-                )?);
-            }
+            let resnets = load_resnets(w, &name, cfg.layers_per_block + 1, inp, out, groups)?;
             let upsample = if i + 1 < reversed.len() {
                 Some(Upsample::load(w, &format!("{name}.upsamplers.0"), out)?)
             } else {
@@ -81,7 +71,7 @@ impl Decoder {
         let mut h = self.mid.forward(&self.conv_in.forward(z)?)?;
         for block in &self.blocks {
             for r in &block.resnets {
-                h = r.forward(&h)?;
+                h = r.forward(&h, None)?;
             }
             if let Some(u) = &block.upsample {
                 h = u.forward(&h)?;

@@ -15,7 +15,7 @@ use crate::diffusion::ModelError;
 use super::config::VaeConfig;
 use super::mid_block::MidBlock;
 use super::resample::Downsample;
-use super::resnet::{ResnetBlock, NORM_EPS};
+use super::resnet::{load_resnets, ResnetBlock, NORM_EPS};
 
 struct DownBlock {
     resnets: Vec<ResnetBlock>,
@@ -40,17 +40,7 @@ impl Encoder {
         let mut inp = ch[0];
         for (i, &out) in ch.iter().enumerate() {
             let name = format!("encoder.down_blocks.{i}");
-            let mut resnets = Vec::with_capacity(cfg.layers_per_block);
-            for j in 0..cfg.layers_per_block {
-                let from = if j == 0 { inp } else { out };
-                resnets.push(ResnetBlock::load(
-                    w,
-                    &format!("{name}.resnets.{j}"),
-                    from,
-                    out,
-                    groups,
-                )?);
-            }
+            let resnets = load_resnets(w, &name, cfg.layers_per_block, inp, out, groups)?;
             let downsample = if i + 1 < ch.len() {
                 Some(Downsample::load(w, &format!("{name}.downsamplers.0"), out)?)
             } else {
@@ -90,7 +80,7 @@ impl Encoder {
         let mut h = self.conv_in.forward(x)?;
         for block in &self.blocks {
             for r in &block.resnets {
-                h = r.forward(&h)?;
+                h = r.forward(&h, None)?;
             }
             if let Some(d) = &block.downsample {
                 h = d.forward(&h)?;

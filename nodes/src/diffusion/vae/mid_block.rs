@@ -11,7 +11,7 @@ use crate::diffusion::weights::Weights;
 use crate::diffusion::ModelError;
 
 use super::attention::SpatialAttention;
-use super::resnet::ResnetBlock;
+use super::resnet::{self, ResnetBlock};
 
 pub struct MidBlock {
     first: ResnetBlock,
@@ -28,8 +28,8 @@ impl MidBlock {
         groups: usize,
         add_attention: bool,
     ) -> std::result::Result<MidBlock, ModelError> {
-        let resnet = |i: usize| {
-            ResnetBlock::load(
+        let block = |i: usize| {
+            resnet::load(
                 w,
                 &format!("{name}.resnets.{i}"),
                 channels,
@@ -38,7 +38,7 @@ impl MidBlock {
             )
         };
         Ok(MidBlock {
-            first: resnet(0)?,
+            first: block(0)?,
             attention: if add_attention {
                 Some(SpatialAttention::load(
                     w,
@@ -49,15 +49,15 @@ impl MidBlock {
             } else {
                 None
             },
-            second: resnet(1)?,
+            second: block(1)?,
         })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mut h = self.first.forward(x)?;
+        let mut h = self.first.forward(x, None)?;
         if let Some(a) = &self.attention {
             h = a.forward(&h)?;
         }
-        self.second.forward(&h)
+        self.second.forward(&h, None)
     }
 }

@@ -8,8 +8,9 @@
 //! latents can be differentiated.
 //!
 //! The pieces, one per file: [`config`] (what `config.json` says), [`resnet`] (the
-//! residual block), [`resample`] (stride-2 downsampling with diffusers' asymmetric padding,
-//! nearest ×2 upsampling), [`attention`] (the mid block's spatial self-attention),
+//! residual blocks: the shared [`super::resnet`] block without a time embedding),
+//! [`resample`] (stride-2 downsampling with diffusers' asymmetric padding, nearest ×2
+//! upsampling), [`attention`] (the mid block's spatial self-attention),
 //! [`mid_block`], [`encoder`], [`decoder`] and [`gaussian`] (the encoder's output
 //! distribution).
 //!
