@@ -209,6 +209,51 @@ pub struct WholeCx<'a> {
     pub inputs: &'a Inputs,
     pub seed: u64,
     pub warn: &'a (dyn Fn(String) + Sync),
+    /// Report what the node is doing (`"step 120/3000, loss 0.12"`).
+    pub status: &'a (dyn Fn(String) + Sync),
+    /// Resumable partial work of this exact computation (same key), e.g. training
+    /// checkpoints. Never served as a result: only the node itself reads it back.
+    pub checkpoint: &'a Checkpoints<'a>,
+}
+
+/// Checkpoints of one whole node's computation, stored under a key derived from the
+/// node's key, so a changed parameter never resumes from a stale checkpoint.
+pub struct Checkpoints<'a> {
+    pub store: &'a Store,
+    pub key: Digest,
+}
+
+impl Checkpoints<'_> {
+    fn entry_key(&self) -> Digest {
+        nsync_cache::FramedHasher::new("nsync.checkpoint.v1")
+            .digest(1, &self.key)
+            .finish()
+    }
+
+    /// The latest checkpoint, if one was saved and is intact.
+    pub fn load(&self) -> Option<Vec<u8>> {
+        let entry = self.store.get_entry(&self.entry_key())?;
+        let digest: Digest = entry.get("blob")?.as_str()?.parse().ok()?;
+        self.store.get_blob(&digest).ok()
+    }
+
+    /// Save `bytes` as the latest checkpoint (durably: blob first, then the entry).
+    pub fn save(&self, bytes: &[u8]) -> Result<(), CacheError> {
+        let digest = self
+            .store
+            .put_blob(bytes, nsync_cache::atomic::Durability::Fsync)?;
+        let entry = serde_json::json!({ "blob": digest, "size": bytes.len() });
+        self.store.put_entry(
+            &self.entry_key(),
+            &entry,
+            nsync_cache::atomic::Durability::Fsync,
+        )
+    }
+
+    /// Forget the checkpoint (once the result is committed).
+    pub fn clear(&self) -> Result<(), CacheError> {
+        self.store.remove_entry(&self.entry_key())
+    }
 }
 
 /// A node computed from all of its inputs at once.

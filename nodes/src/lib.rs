@@ -11,6 +11,7 @@ pub mod diffusion;
 pub mod policy;
 pub mod prompts;
 pub mod sources;
+pub mod training;
 
 use nsync_engine::Registry;
 
@@ -27,5 +28,8 @@ pub fn register_all(r: &mut Registry) {
     r.register(prompts::prompt_template::PromptTemplateKind);
     r.register(diffusion::tiny_sd::TinySdKind);
     r.register(diffusion::sd_sample::SdSampleKind);
+    r.register(training::contrastive_train::ContrastiveTrainKind);
     r.register_type(diffusion::model_artifact::SD_MODEL);
+    r.register_type(training::artifacts::EMBEDDING);
+    r.register_type(training::artifacts::CURVES);
 }

@@ -28,6 +28,11 @@ fn tiny_models_load_run_and_are_deterministic() {
             .encode_padded("a harbour at dawn, in the style of painting")
             .unwrap();
         assert_eq!(ids.len(), 77);
+        // Words are whole tokens, as with the real vocabulary.
+        let short = tok
+            .encode("coastal cliffs in the style of painting")
+            .unwrap();
+        assert_eq!(short.len(), 2 + 7, "{short:?}");
         let dev = Device::Cpu;
         let te = ClipTextModel::from_dir(&dir.join("text_encoder"), DType::F32, &dev).unwrap();
         let ctx = te
@@ -47,10 +52,18 @@ fn tiny_models_load_run_and_are_deterministic() {
         let other = d.path().join("other");
         write_tiny(&other, 4, variant).unwrap();
         let f = "unet/diffusion_pytorch_model.safetensors";
-        assert_eq!(
-            std::fs::read(dir.join(f)).unwrap(),
-            std::fs::read(again.join(f)).unwrap()
-        );
+        for same in [
+            f,
+            "tokenizer/vocab.json",
+            "tokenizer/merges.txt",
+            "text_encoder/model.safetensors",
+        ] {
+            assert_eq!(
+                std::fs::read(dir.join(same)).unwrap(),
+                std::fs::read(again.join(same)).unwrap(),
+                "{same}"
+            );
+        }
         assert_ne!(
             std::fs::read(dir.join(f)).unwrap(),
             std::fs::read(other.join(f)).unwrap()

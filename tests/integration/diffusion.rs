@@ -161,3 +161,60 @@ fn sample_command_reproduces_diffusers() {
         text(&bad.stderr)
     );
 }
+
+/// Editing only the trainer's learning rate retrains and regenerates, and reuses every
+/// cached caption, negative prompt and negative image.
+#[test]
+fn changing_the_learning_rate_retrains_but_reuses_negatives() {
+    let p = Project::demo();
+    let s = p.run_ok("pipelines/demo.toml");
+    assert_eq!(node(&s, "style"), ("executed".into(), 1, 0));
+    assert_eq!(node(&s, "generated"), ("executed".into(), 3, 0));
+    let out = p.nsync(&["export", "pipelines/demo.toml", "style", "--to", "style"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let curves = std::fs::read_to_string(p.path("style/curves/curves.jsonl")).unwrap();
+    assert_eq!(curves.lines().count(), 10);
+    let first: serde_json::Value = serde_json::from_str(curves.lines().next().unwrap()).unwrap();
+    assert!(
+        first["g_pos_norm"].as_f64().unwrap() > 0.0,
+        "a gradient reaches the token: {first}"
+    );
+    assert!(
+        first["cos_pos_neg"].is_number() && first["loss_anc"].is_number(),
+        "{first}"
+    );
+    let emb = candle_core::safetensors::load(
+        p.path("style/embedding/embedding.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    assert_eq!(
+        emb["<monet>"].dims(),
+        &[1, 32],
+        "diffusers' learned_embeds layout"
+    );
+    let demo = std::fs::read_to_string(p.path("pipelines/demo.toml")).unwrap();
+    p.write(
+        "pipelines/demo.toml",
+        &demo.replace("lr = 0.005", "lr = 0.002"),
+    );
+    let s = p.run_ok("pipelines/demo.toml");
+    assert_eq!(node(&s, "style"), ("executed".into(), 1, 0), "{s}");
+    assert_eq!(node(&s, "generated"), ("executed".into(), 3, 0), "{s}");
+    for n in [
+        "paintings",
+        "captions",
+        "negative_prompts",
+        "negatives",
+        "tiny_model",
+        "test_prompts",
+    ] {
+        assert_eq!(node(&s, n).0, "cached", "{n}: {s}");
+    }
+    let out = p.nsync(&["explain", "pipelines/demo.toml", "style"]);
+    assert!(
+        text(&out.stdout).contains("up to date"),
+        "{}",
+        text(&out.stdout)
+    );
+}

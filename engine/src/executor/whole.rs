@@ -7,7 +7,7 @@ use nsync_cache::LockOutcome;
 
 use crate::artifact::{Artifact, OutputRef};
 use crate::fingerprint::Fingerprint;
-use crate::node::{Inputs, Whole, WholeCx};
+use crate::node::{Checkpoints, Inputs, Whole, WholeCx};
 use crate::progress::{Event, NodeStatus};
 
 use super::node_cx::{NodeCx, NodeEntry, NodeResult};
@@ -57,11 +57,23 @@ impl NodeCx<'_> {
         }
         let _device = self.node.node.heavy().then(|| self.device.lock().unwrap());
         let warn = |m: String| self.warn(m);
+        let status = |message: String| {
+            self.progress.event(&Event::Status {
+                node: self.node.name.clone(),
+                message,
+            });
+        };
+        let checkpoints = Checkpoints {
+            store: self.store,
+            key,
+        };
         let outputs = w.run(&WholeCx {
             store: self.store,
             inputs,
             seed: self.p.seed,
             warn: &warn,
+            status: &status,
+            checkpoint: &checkpoints,
         })?;
         let mut refs = BTreeMap::new();
         let mut artifacts = BTreeMap::new();
@@ -95,6 +107,8 @@ impl NodeCx<'_> {
             &serde_json::to_value(&entry).expect("entry serialises"),
             Durability::Fsync,
         )?;
+        // The result is committed: its partial work is no longer needed.
+        checkpoints.clear()?;
         let mut r = self.record(NodeStatus::Executed, fp, key);
         r.outputs = refs;
         r.items_total = 1;

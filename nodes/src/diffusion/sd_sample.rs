@@ -110,6 +110,13 @@ impl NodeKind for SdSampleKind {
                 required: false,
                 doc: "A model made in the pipeline (else `model`).".into(),
             },
+            InputSpec {
+                name: "embedding".into(),
+                ty: crate::training::artifacts::EMBEDDING,
+                required: false,
+                doc: "Learned token embeddings (from `contrastive_train`) to use in the prompts."
+                    .into(),
+            },
         ]
     }
     fn build(&self, params: serde_json::Value, cx: &BuildCx) -> Result<Box<dyn Node>, BuildError> {
@@ -218,7 +225,17 @@ impl PerItem for SdSample {
                 )
             }
         };
-        let sd = sd.map_err(|e| NodeError::msg(e.to_string()))?;
+        let mut sd = sd.map_err(|e| NodeError::msg(e.to_string()))?;
+        if let Some(art) = cx.inputs.get("embedding") {
+            let file = tempfile::Builder::new()
+                .suffix(".safetensors")
+                .tempfile()
+                .map_err(|e| NodeError::msg(e.to_string()))?;
+            std::fs::write(file.path(), cx.store.get_blob(&art.digest())?)
+                .map_err(|e| NodeError::msg(e.to_string()))?;
+            sd.load_embeddings(file.path())
+                .map_err(|e| NodeError::msg(format!("learned embedding: {e}")))?;
+        }
         let f = sd.vae_scale();
         let native = sd.unet.config.sample_size.map_or(512, |s| s * f);
         let settings = SampleSettings {

@@ -4,8 +4,9 @@
 //! `nsync model init-tiny` (and the `tiny_sd` node) write one: the same configuration
 //! shapes as the reference fixtures (`tools/make_sd_fixtures.py`), weights drawn from a seed
 //! through the very loaders that read real checkpoints ([`Weights::random`]), so every
-//! tensor name and shape is the one diffusers expects. The tokenizer is byte-level (no
-//! merges: one token per character), which CLIP's tokenizer code handles like any vocab.
+//! tensor name and shape is the one diffusers expects. The tokenizer is byte-level BPE
+//! trained on a few hundred common and caption words, so captions tokenise to roughly as
+//! many tokens as with the real CLIP vocabulary.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -42,19 +43,81 @@ fn save(path: &Path, w: Weights) -> Result<(), ModelError> {
     candle_core::safetensors::save(&tensors, path).map_err(|e| ModelError::bad(path, e))
 }
 
-/// The byte-level vocabulary: every byte's character, the same with `</w>`, then the two
-/// special tokens.
-fn vocab() -> BTreeMap<String, u32> {
+/// Words the tiny tokenizer keeps whole (the demo captions' words and common English), so
+/// that a caption plus " in the style of <token>" fits in 77 tokens as with real CLIP.
+const WORDS: &str = include_str!("tiny_words.txt");
+
+/// The tiny vocabulary and merges: byte-level BPE learned on [`WORDS`], every byte's
+/// character with and without `</w>`, and the two special tokens.
+///
+/// The merges are learned here, greedily (the most frequent adjacent pair, ties broken by
+/// the pair's text), rather than with the `tokenizers` crate's trainer: that trainer numbers
+/// symbols through a randomly seeded hash map, so its tie-breaks (and the vocabulary) change
+/// from one process to the next, and a tiny model must be the same bytes for the same seed.
+fn vocab_and_merges() -> Result<(BTreeMap<String, u32>, String), String> {
+    const MERGES: usize = 1500;
+    let mut words: Vec<Vec<String>> = WORDS
+        .lines()
+        .map(str::trim)
+        .filter(|w| !w.is_empty() && w.is_ascii())
+        .map(|w| {
+            let mut sym: Vec<String> = w.chars().map(|c| c.to_string()).collect();
+            let last = sym.pop().expect("non-empty");
+            sym.push(format!("{last}</w>"));
+            sym
+        })
+        .collect();
+    let mut merges: Vec<(String, String)> = Vec::new();
+    for _ in 0..MERGES {
+        let mut counts: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+        for w in &words {
+            for p in w.windows(2) {
+                *counts.entry((p[0].as_str(), p[1].as_str())).or_default() += 1;
+            }
+        }
+        // Highest count; among equals the smallest pair (BTreeMap order) wins.
+        let Some((pair, _)) =
+            counts
+                .iter()
+                .fold(None::<(&(&str, &str), usize)>, |best, (p, &c)| match best {
+                    Some((_, bc)) if bc >= c => best,
+                    _ => Some((p, c)),
+                })
+        else {
+            break;
+        };
+        let (a, b) = (pair.0.to_string(), pair.1.to_string());
+        for w in &mut words {
+            let mut i = 0;
+            while i + 1 < w.len() {
+                if w[i] == a && w[i + 1] == b {
+                    w[i] = format!("{a}{b}");
+                    w.remove(i + 1);
+                }
+                i += 1;
+            }
+        }
+        merges.push((a, b));
+    }
     let mut chars: Vec<char> = ByteLevel::alphabet().into_iter().collect();
     chars.sort();
     let mut v = BTreeMap::new();
-    for (i, c) in chars.iter().enumerate() {
-        v.insert(c.to_string(), i as u32);
-        v.insert(format!("{c}</w>"), (i + chars.len()) as u32);
+    let tokens = chars
+        .iter()
+        .map(|c| c.to_string())
+        .chain(chars.iter().map(|c| format!("{c}</w>")))
+        .chain(merges.iter().map(|(a, b)| format!("{a}{b}")))
+        .chain(["<|startoftext|>".to_string(), "<|endoftext|>".to_string()]);
+    for t in tokens {
+        let next = v.len() as u32;
+        v.entry(t).or_insert(next);
     }
-    v.insert("<|startoftext|>".into(), 2 * chars.len() as u32);
-    v.insert("<|endoftext|>".into(), 2 * chars.len() as u32 + 1);
-    v
+    let text = std::iter::once("#version: 0.2".to_string())
+        .chain(merges.iter().map(|(a, b)| format!("{a} {b}")))
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n";
+    Ok((v, text))
 }
 
 /// Write a complete tiny model into `dir` (created; must not hold a model already).
@@ -70,12 +133,17 @@ pub fn write_tiny(dir: &Path, seed: u64, variant: TinyVariant) -> Result<(), Mod
         std::fs::create_dir_all(dir.join(sub)).map_err(|e| ModelError::bad(dir.join(sub), e))?;
     }
     // Tokenizer.
-    let vocab = vocab();
+    let (vocab, merges_txt) = vocab_and_merges().map_err(|e| {
+        ModelError::bad(
+            dir.join("tokenizer"),
+            format!("cannot build the tiny tokenizer: {e}"),
+        )
+    })?;
     let (bos, eos) = (vocab["<|startoftext|>"], vocab["<|endoftext|>"]);
     let pad_token = if sd2 { "!" } else { "<|endoftext|>" };
     let pad_id = vocab[pad_token];
     write_json(&dir.join("tokenizer/vocab.json"), &json!(vocab))?;
-    std::fs::write(dir.join("tokenizer/merges.txt"), "#version: 0.2\n")
+    std::fs::write(dir.join("tokenizer/merges.txt"), merges_txt)
         .map_err(|e| ModelError::bad(dir.join("tokenizer/merges.txt"), e))?;
     write_json(
         &dir.join("tokenizer/special_tokens_map.json"),

@@ -1,0 +1,20 @@
+//! The artifact types the trainer produces.
+
+use nsync_engine::artifact::ArtifactType;
+
+/// Learned token embeddings in diffusers' `learned_embeds.safetensors` layout
+/// (`{"<token>": F32[n_vectors, dim]}`), loadable by `load_textual_inversion`.
+pub const EMBEDDING: ArtifactType = ArtifactType {
+    name: "embedding",
+    per_item: false,
+    ext: "safetensors",
+    doc: "learned token embeddings, diffusers' learned_embeds.safetensors layout",
+};
+
+/// Training curves, one JSON object per step.
+pub const CURVES: ArtifactType = ArtifactType {
+    name: "curves",
+    per_item: false,
+    ext: "jsonl",
+    doc: "training curves, one JSON line per step",
+};

@@ -1,0 +1,302 @@
+//! The NSYNC training loop: per step, the positive, negative and anchor passes each give
+//! their own gradient w.r.t. the learned token rows; [`super::update_rule::combine`] forms
+//! the update; the optimizer applies it to those rows only (frozen rows stay exactly
+//! unchanged unless the reference-code compatibility mode asks for its weight decay over
+//! the whole table).
+//!
+//! Every random draw derives from the pipeline seed and the step, and the state saved in a
+//! checkpoint (step, learned rows, optimizer moments, curves) is all the loop carries, so a
+//! run resumed from a checkpoint continues bit for bit like an uninterrupted one.
+
+use candle_core::{DType, Tensor, Var};
+use serde::{Deserialize, Serialize};
+
+use super::dataset::{pick, to_tensor, Draws, Example};
+use super::lr_schedule::LrSchedule;
+use super::optimizer::Adam;
+use super::update_rule::{combine, Compat, Variant};
+use crate::diffusion::noise;
+use crate::diffusion::pipeline::StableDiffusion;
+use crate::diffusion::ti_loss::{encode_latents, ti_loss};
+use crate::diffusion::SdError;
+
+/// Everything that changes from step to step (what a checkpoint holds).
+#[derive(Clone, Serialize, Deserialize)]
+pub struct TrainState {
+    /// Steps done.
+    pub step: usize,
+    /// The learned rows, flattened `[n_vectors × hidden]`.
+    pub params: Vec<f32>,
+    pub optimizer: Adam,
+    /// Compatibility mode: the factor the frozen table has shrunk by (weight decay).
+    pub frozen_scale: f64,
+    /// One JSON line per step so far.
+    pub curves: Vec<String>,
+}
+
+pub struct TrainConfig {
+    pub variant: Variant,
+    pub compat: Compat,
+    pub steps: usize,
+    pub batch: usize,
+    pub lr: f64,
+    pub schedule: LrSchedule,
+    pub flip: bool,
+    /// Weight decay of the whole table in reference-code mode (AdamW's).
+    pub table_decay: f64,
+    /// The token's ids, one per vector.
+    pub token_ids: Vec<u32>,
+    /// `"{caption} in the style of <tok>"`-like templates for positive/anchor and negative.
+    pub positive_template: String,
+    pub negative_template: String,
+    pub seed: u64,
+}
+
+pub struct Trainer<'a> {
+    pub sd: &'a mut StableDiffusion,
+    pub examples: &'a [Example],
+    pub cfg: TrainConfig,
+    original_table: Tensor,
+}
+
+#[derive(Serialize)]
+struct CurvePoint {
+    step: usize,
+    lr: f32,
+    loss_pos: f32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    loss_neg: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    loss_anc: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cos_pos_neg: Option<f32>,
+    g_pos_norm: f32,
+    removed_norm: f32,
+    added_norm: f32,
+    update_norm: f32,
+}
+
+fn render(template: &str, caption: &str) -> String {
+    template.replace("{caption}", caption)
+}
+
+impl<'a> Trainer<'a> {
+    pub fn new(
+        sd: &'a mut StableDiffusion,
+        examples: &'a [Example],
+        cfg: TrainConfig,
+    ) -> Trainer<'a> {
+        let original_table = sd.text_encoder.token_embedding.clone();
+        Trainer {
+            sd,
+            examples,
+            cfg,
+            original_table,
+        }
+    }
+
+    /// One pass type (0 positive, 1 negative, 2 anchor) over the step's triples: the mean
+    /// loss and its gradient w.r.t. the learned rows.
+    fn pass(
+        &self,
+        step: usize,
+        kind: usize,
+        rows: &Var,
+        picks: &[(usize, usize)],
+    ) -> Result<(f32, Vec<f32>), SdError> {
+        let sd = &*self.sd;
+        let hidden = sd.text_encoder.config.hidden_size;
+        let n_vec = self.cfg.token_ids.len();
+        let device = sd.device.clone();
+        let mut latents = Vec::new();
+        let mut noises = Vec::new();
+        let mut timesteps = Vec::new();
+        let mut ids = Vec::new();
+        let vae_cfg = &sd.vae.config;
+        let schedule =
+            crate::diffusion::schedulers::NoiseSchedule::from_config(&sd.scheduler_config)?;
+        let train_steps = schedule.alphas_cumprod().len();
+        for (k, &(pos, anc)) in picks.iter().enumerate() {
+            let (idx, negative) = match kind {
+                0 => (pos, false),
+                1 => (pos, true),
+                _ => (anc, false),
+            };
+            let (img, caption) = pick(self.examples, idx, negative);
+            let template = if negative {
+                &self.cfg.negative_template
+            } else {
+                &self.cfg.positive_template
+            };
+            let row = sd.token_ids(&render(template, caption))?;
+            if !row.contains(&self.cfg.token_ids[0]) {
+                return Err(SdError::Input(format!(
+                    "the caption of `{}` fills all {} token positions, so the learned token is cut off; shorten the caption",
+                    self.examples[idx].id, sd.tokenizer.max_len
+                )));
+            }
+            ids.extend(row);
+            let seed = self.draws().pass_seed(step, k, kind);
+            let flip = self.cfg.flip && self.draws().flip(step, k * 3 + kind);
+            let x = to_tensor(img, flip, &device)?;
+            let latent_shape = {
+                let f = sd.vae_scale();
+                let (_, _, h, w) = x.dims4()?;
+                [1, vae_cfg.latent_channels, h / f, w / f]
+            };
+            let vae_noise = noise::gaussian(noise::derive(seed, "vae", 0), &latent_shape, &device)?;
+            latents.push(encode_latents(
+                &sd.vae,
+                &x,
+                &vae_noise,
+                vae_cfg.scaling_factor,
+            )?);
+            noises.push(noise::gaussian(
+                noise::derive(seed, "noise", 0),
+                &latent_shape,
+                &device,
+            )?);
+            timesteps.push((noise::derive(seed, "timestep", 0) % train_steps as u64) as usize);
+        }
+        let b = picks.len();
+        let latents = Tensor::cat(&latents, 0)?;
+        let noises = Tensor::cat(&noises, 0)?;
+        let ids = Tensor::from_vec(ids, (b, sd.tokenizer.max_len), &device)?;
+        let learned: Vec<(u32, Tensor)> = self
+            .cfg
+            .token_ids
+            .iter()
+            .enumerate()
+            .map(|(i, &id)| Ok((id, rows.as_tensor().get(i)?)))
+            .collect::<candle_core::Result<_>>()?;
+        let prediction = sd.scheduler_config.prediction_type;
+        let step_out = ti_loss(
+            &sd.text_encoder,
+            &sd.unet,
+            &schedule,
+            prediction,
+            &latents,
+            &noises,
+            &timesteps,
+            &ids,
+            &learned,
+        )?;
+        let loss = step_out.loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+        let grads = step_out.loss.backward()?;
+        let g = match grads.get(rows.as_tensor()) {
+            Some(g) => g.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?,
+            None => vec![0.0; n_vec * hidden],
+        };
+        Ok((loss, g))
+    }
+
+    fn draws(&self) -> Draws {
+        Draws {
+            seed: self.cfg.seed,
+        }
+    }
+
+    /// Run from `state` to the end, calling `checkpoint` every `every` steps and `status`
+    /// every step. Stops with an error naming the step if a loss is not finite.
+    pub fn run(
+        &mut self,
+        mut state: TrainState,
+        every: usize,
+        checkpoint: &mut dyn FnMut(&TrainState) -> Result<(), SdError>,
+        status: &dyn Fn(String),
+    ) -> Result<TrainState, SdError> {
+        let hidden = self.sd.text_encoder.config.hidden_size;
+        let n_vec = self.cfg.token_ids.len();
+        let n = self.examples.len();
+        while state.step < self.cfg.steps {
+            let step = state.step;
+            if self.cfg.compat == Compat::ReferenceCode && state.frozen_scale != 1.0 {
+                self.sd.text_encoder.token_embedding = (&self.original_table * state.frozen_scale)?;
+            }
+            let rows = Var::from_tensor(&Tensor::from_vec(
+                state.params.clone(),
+                (n_vec, hidden),
+                &self.sd.device,
+            )?)?;
+            let picks: Vec<(usize, usize)> = (0..self.cfg.batch)
+                .map(|k| {
+                    let pos = self.draws().positive(step, k, n);
+                    (pos, self.draws().anchor(step, k, n, pos))
+                })
+                .collect();
+            let (loss_pos, g_pos) = self.pass(step, 0, &rows, &picks)?;
+            let (neg, anc) = (
+                self.cfg.variant.needs_negative(),
+                self.cfg.variant.needs_anchor(),
+            );
+            let negative = if neg {
+                Some(self.pass(step, 1, &rows, &picks)?)
+            } else {
+                None
+            };
+            let anchor = if anc {
+                Some(self.pass(step, 2, &rows, &picks)?)
+            } else {
+                None
+            };
+            for (what, l) in [
+                ("positive", Some(loss_pos)),
+                ("negative", negative.as_ref().map(|x| x.0)),
+                ("anchor", anchor.as_ref().map(|x| x.0)),
+            ] {
+                if let Some(l) = l.filter(|l| !l.is_finite()) {
+                    return Err(SdError::Input(format!(
+                        "training diverged at step {}: the {what} loss is {l}; the last good checkpoint (step {}) is kept — lower `lr` (a changed parameter starts a new training)",
+                        step + 1,
+                        (step / every.max(1)) * every.max(1)
+                    )));
+                }
+            }
+            let c = combine(
+                self.cfg.variant,
+                self.cfg.compat,
+                &g_pos,
+                negative.as_ref().map(|x| x.1.as_slice()),
+                anchor.as_ref().map(|x| x.1.as_slice()),
+            )
+            .map_err(SdError::Input)?;
+            let lr =
+                self.cfg
+                    .schedule
+                    .lr_at(self.cfg.lr as f32, step as u64, self.cfg.steps as u64);
+            state.optimizer.step(&mut state.params, &c.update, lr);
+            if self.cfg.compat == Compat::ReferenceCode {
+                state.frozen_scale *= 1.0 - lr as f64 * self.cfg.table_decay;
+            }
+            state.step += 1;
+            let point = CurvePoint {
+                step: state.step,
+                lr,
+                loss_pos,
+                loss_neg: negative.as_ref().map(|x| x.0),
+                loss_anc: anchor.as_ref().map(|x| x.0),
+                cos_pos_neg: c.cos_pos_neg,
+                g_pos_norm: c.g_pos_norm,
+                removed_norm: c.removed_norm,
+                added_norm: c.added_norm,
+                update_norm: c
+                    .update
+                    .iter()
+                    .map(|v| (*v as f64).powi(2))
+                    .sum::<f64>()
+                    .sqrt() as f32,
+            };
+            state
+                .curves
+                .push(serde_json::to_string(&point).expect("serialises"));
+            status(format!(
+                "step {}/{}, loss {loss_pos:.4}",
+                state.step, self.cfg.steps
+            ));
+            if every > 0 && state.step.is_multiple_of(every) && state.step < self.cfg.steps {
+                checkpoint(&state)?;
+            }
+        }
+        Ok(state)
+    }
+}
