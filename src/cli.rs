@@ -219,4 +219,7 @@ pub enum BenchCommand {
     /// The engine on a 3-node per-item pipeline: cold run, no-op rerun, rerun after adding
     /// items; hashing throughput; DVC and b3sum side by side when they are installed.
     Engine(crate::commands::bench::EngineBenchArgs),
+    /// The SD 1.5-size UNet on random weights, side by side with diffusers / PyTorch: one
+    /// guided sampling step at 512 px and one Textual Inversion step at 256 px (bench/sd.sh).
+    Sd(crate::commands::bench::sd::SdBenchArgs),
 }

@@ -5,6 +5,10 @@
 //! blake3 file hashing, and, when given the tools, does the same with `dvc repro` and
 //! `b3sum` side by side. It prints one Markdown report on stdout and progress on stderr.
 //!
+//! `nsync bench sd` runs the Stable Diffusion 1.5-size UNet (random weights) for one guided
+//! sampling step and one Textual Inversion step, each in a child process, and compares
+//! them with diffusers / PyTorch ([`sd`], [`sd_cases`], [`sd_report`]; `bench/sd.sh`).
+//!
 //! This file holds the options and the order of the steps; each step lives in the module
 //! named after it, and [`report`] turns the measurements into the Markdown.
 
@@ -14,6 +18,9 @@ mod hashing;
 mod machine;
 mod nsync_side;
 mod report;
+pub mod sd;
+mod sd_cases;
+mod sd_report;
 mod timing;
 mod work_dir;
 
@@ -67,6 +74,7 @@ pub struct EngineBenchArgs {
 pub fn bench(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         BenchCommand::Engine(a) => engine(a),
+        BenchCommand::Sd(a) => sd::sd(a),
     }
 }
 

@@ -42,7 +42,7 @@ impl Results {
 }
 
 /// Seconds, as "317 ms", "5.71 s" or "23.6 s".
-fn fmt_s(t: f64) -> String {
+pub(super) fn fmt_s(t: f64) -> String {
     if !t.is_finite() {
         "n/a".into()
     } else if t < 1.0 {
@@ -55,7 +55,7 @@ fn fmt_s(t: f64) -> String {
 }
 
 /// A ratio, as "0.47×" or "32×".
-fn fmt_x(r: f64) -> String {
+pub(super) fn fmt_x(r: f64) -> String {
     if !r.is_finite() {
         "n/a".into()
     } else if r < 10.0 {
@@ -73,7 +73,7 @@ fn fmt_list(times: &[f64]) -> String {
         .join(", ")
 }
 
-fn pass(ok: bool) -> &'static str {
+pub(super) fn pass(ok: bool) -> &'static str {
     if ok {
         "**PASS**"
     } else {
