@@ -168,7 +168,9 @@ impl Conv2d {
 
 /// Scaled dot-product attention, `[batch·heads, q, d] × [batch·heads, k, d]`.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
-    let att = (q.matmul(&k.t()?)? * scale)?;
+    // Scale q (n·d values) rather than the scores (n·m values): one pass less over the
+    // largest tensor of the model (1 GiB per self-attention at 512 px).
+    let att = (q * scale)?.matmul(&k.t()?)?;
     candle_nn::ops::softmax(&att, D::Minus1)?.matmul(v)
 }
 
