@@ -8,6 +8,7 @@ pub mod clip_text;
 pub mod clip_tokenizer;
 pub mod model_artifact;
 pub mod model_error;
+pub mod model_source;
 pub mod nn;
 pub mod noise;
 pub mod pipeline;

@@ -8,9 +8,8 @@
 //! are committed together) never changes a byte.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
-use candle_core::{DType, Device};
+use candle_core::Device;
 use nsync_engine::artifact::TEXTS;
 use nsync_engine::node::{
     BuildCx, Exec, InputSpec, ItemCx, ItemOutcome, ItemWorker, Node, NodeError, NodeKind,
@@ -20,7 +19,8 @@ use nsync_engine::params::{typed_params, BuildError};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::model_artifact::{unpack, SD_MODEL};
+use super::model_artifact::SD_MODEL;
+use super::model_source::{key_params_without, ModelSource};
 use super::pipeline::StableDiffusion;
 use super::sampler::{decode, denoise, initial_latents, to_rgb8, SampleSettings};
 use super::schedulers::SchedulerKind;
@@ -121,17 +121,7 @@ impl NodeKind for SdSampleKind {
     }
     fn build(&self, params: serde_json::Value, cx: &BuildCx) -> Result<Box<dyn Node>, BuildError> {
         let p: SdSampleParams = typed_params(params)?;
-        let model_input = cx.connected_inputs.iter().any(|i| i == "model");
-        let path = match (&p.model, model_input) {
-            (Some(_), true) => return Err(BuildError::at(&["model"], "give `model` or connect a `model` input, not both")),
-            (None, false) => {
-                return Err(BuildError::at(&[], "sd_sample needs a model").help(
-                    "set `model = \"<name>\"` naming a [models] entry, or connect `inputs.model` to a node such as `tiny_sd`",
-                ))
-            }
-            (Some(name), false) => Some(cx.models.get(name).cloned().unwrap_or_default()),
-            (None, true) => None,
-        };
+        let source = ModelSource::resolve(&p.model, cx, "sd_sample")?;
         if p.steps == 0 {
             return Err(BuildError::at(&["steps"], "`steps` must be at least 1"));
         }
@@ -144,14 +134,17 @@ impl NodeKind for SdSampleKind {
             }
         }
         let negatives = cx.connected_inputs.iter().any(|i| i == "negative_prompts");
-        Ok(Box::new(SdSample { p, path, negatives }))
+        Ok(Box::new(SdSample {
+            p,
+            source,
+            negatives,
+        }))
     }
 }
 
 pub struct SdSample {
     p: SdSampleParams,
-    /// The `[models]` path, or `None` for a `model` input.
-    path: Option<PathBuf>,
+    source: ModelSource,
     negatives: bool,
 }
 
@@ -169,13 +162,8 @@ impl Node for SdSample {
         }]
     }
     fn key_params(&self) -> serde_json::Value {
-        let mut v = serde_json::to_value(&self.p).expect("serialises");
         // Batching never changes an image; the model enters the key by its digest.
-        if let Some(o) = v.as_object_mut() {
-            o.remove("batch_size");
-            o.remove("model");
-        }
-        v
+        key_params_without(&self.p, &["batch_size", "model"])
     }
     fn models(&self) -> Vec<String> {
         self.p.model.iter().cloned().collect()
@@ -209,23 +197,7 @@ impl PerItem for SdSample {
     }
 
     fn open<'a>(&'a self, cx: &ItemCx) -> Result<Box<dyn ItemWorker + 'a>, NodeError> {
-        let device = device();
-        let (sd, _tmp) = match &self.path {
-            Some(path) => (StableDiffusion::from_dir(path, DType::F32, &device), None),
-            None => {
-                let art = cx
-                    .inputs
-                    .get("model")
-                    .ok_or_else(|| NodeError::msg("input `model` is missing"))?;
-                let bytes = cx.store.get_blob(&art.digest())?;
-                let tmp = unpack(&bytes).map_err(|e| NodeError::msg(e.to_string()))?;
-                (
-                    StableDiffusion::from_dir(tmp.path(), DType::F32, &device),
-                    Some(tmp),
-                )
-            }
-        };
-        let mut sd = sd.map_err(|e| NodeError::msg(e.to_string()))?;
+        let (mut sd, _tmp) = self.source.load(cx.store, cx.inputs)?;
         if let Some(art) = cx.inputs.get("embedding") {
             let file = tempfile::Builder::new()
                 .suffix(".safetensors")

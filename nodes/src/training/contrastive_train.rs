@@ -8,7 +8,6 @@
 //! interruption and continues bit for bit; a checkpoint is partial work, never a result.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use candle_core::{DType, Tensor};
 use nsync_engine::artifact::IMAGES;
@@ -26,9 +25,8 @@ use super::lr_schedule::LrSchedule;
 use super::optimizer::Adam;
 use super::trainer::{TrainConfig, TrainState, Trainer};
 use super::update_rule::{Compat, Variant};
-use crate::diffusion::model_artifact::{unpack, SD_MODEL};
-use crate::diffusion::pipeline::StableDiffusion;
-use crate::diffusion::sd_sample::device;
+use crate::diffusion::model_artifact::SD_MODEL;
+use crate::diffusion::model_source::{key_params_without, ModelSource};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -219,20 +217,7 @@ impl NodeKind for ContrastiveTrainKind {
             )
             .help("connect the negative images (an sd_sample node), or use variant = \"ti\""));
         }
-        let path = match (&p.model, connected("model")) {
-            (Some(_), true) => {
-                return Err(BuildError::at(
-                    &["model"],
-                    "give `model` or connect a `model` input, not both",
-                ))
-            }
-            (None, false) => {
-                return Err(BuildError::at(&[], "contrastive_train needs a model")
-                    .help("set `model = \"<name>\"` ([models]) or connect `inputs.model`"))
-            }
-            (Some(name), false) => Some(cx.models.get(name).cloned().unwrap_or_default()),
-            (None, true) => None,
-        };
+        let source = ModelSource::resolve(&p.model, cx, "contrastive_train")?;
         if !(p.token.starts_with('<') && p.token.ends_with('>') && p.token.len() > 2) {
             return Err(BuildError::at(
                 &["token"],
@@ -257,13 +242,13 @@ impl NodeKind for ContrastiveTrainKind {
         if !(p.lr.is_finite() && p.lr > 0.0) {
             return Err(BuildError::at(&["lr"], "`lr` must be positive"));
         }
-        Ok(Box::new(ContrastiveTrain { p, path }))
+        Ok(Box::new(ContrastiveTrain { p, source }))
     }
 }
 
 pub struct ContrastiveTrain {
     p: TrainParams,
-    path: Option<PathBuf>,
+    source: ModelSource,
 }
 
 impl Node for ContrastiveTrain {
@@ -286,13 +271,8 @@ impl Node for ContrastiveTrain {
         ]
     }
     fn key_params(&self) -> serde_json::Value {
-        let mut v = serde_json::to_value(&self.p).expect("serialises");
-        if let Some(o) = v.as_object_mut() {
-            // How often state is saved never changes the result; the model is keyed by digest.
-            o.remove("checkpoint_every");
-            o.remove("model");
-        }
-        v
+        // How often state is saved never changes the result; the model is keyed by digest.
+        key_params_without(&self.p, &["checkpoint_every", "model"])
     }
     fn models(&self) -> Vec<String> {
         self.p.model.iter().cloned().collect()
@@ -315,24 +295,7 @@ fn err(e: impl std::fmt::Display) -> NodeError {
 impl Whole for ContrastiveTrain {
     fn run(&self, cx: &WholeCx) -> Result<BTreeMap<String, Vec<u8>>, NodeError> {
         let p = &self.p;
-        let device = device();
-        let (mut sd, _tmp) = match &self.path {
-            Some(path) => (
-                StableDiffusion::from_dir(path, DType::F32, &device).map_err(err)?,
-                None,
-            ),
-            None => {
-                let art = cx
-                    .inputs
-                    .get("model")
-                    .ok_or_else(|| NodeError::msg("input `model` is missing"))?;
-                let tmp = unpack(&cx.store.get_blob(&art.digest())?).map_err(err)?;
-                (
-                    StableDiffusion::from_dir(tmp.path(), DType::F32, &device).map_err(err)?,
-                    Some(tmp),
-                )
-            }
-        };
+        let (mut sd, _tmp) = self.source.load(cx.store, cx.inputs)?;
         let examples = dataset::load(
             cx.store,
             cx.inputs,
