@@ -6,10 +6,10 @@ use std::path::PathBuf;
 
 use candle_core::DType;
 use nsync_cache::Store;
-use nsync_engine::node::{BuildCx, Inputs, NodeError};
+use nsync_engine::node::{BuildCx, InputSpec, Inputs, NodeError};
 use nsync_engine::params::BuildError;
 
-use super::model_artifact::unpack;
+use super::model_artifact::{unpack, SD_MODEL};
 use super::pipeline::StableDiffusion;
 use super::sd_sample::device;
 
@@ -22,6 +22,16 @@ pub enum ModelSource {
 }
 
 impl ModelSource {
+    /// The optional `model` input port every diffusion node declares.
+    pub fn input_spec() -> InputSpec {
+        InputSpec {
+            name: "model".into(),
+            ty: SD_MODEL,
+            required: false,
+            doc: "A model made in the pipeline (else `model`).".into(),
+        }
+    }
+
     /// From the node's `model` parameter and whether its `model` input is connected.
     pub fn resolve(
         param: &Option<String>,

@@ -19,7 +19,6 @@ use nsync_engine::params::{typed_params, BuildError};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::model_artifact::SD_MODEL;
 use super::model_source::{key_params_without, ModelSource};
 use super::pipeline::StableDiffusion;
 use super::sampler::{decode, denoise, initial_latents, to_rgb8, SampleSettings};
@@ -104,12 +103,7 @@ impl NodeKind for SdSampleKind {
                 required: false,
                 doc: "One negative prompt per item (else `negative_prompt`).".into(),
             },
-            InputSpec {
-                name: "model".into(),
-                ty: SD_MODEL,
-                required: false,
-                doc: "A model made in the pipeline (else `model`).".into(),
-            },
+            ModelSource::input_spec(),
             InputSpec {
                 name: "embedding".into(),
                 ty: crate::training::artifacts::EMBEDDING,

@@ -25,7 +25,6 @@ use super::lr_schedule::LrSchedule;
 use super::optimizer::Adam;
 use super::trainer::{TrainConfig, TrainState, Trainer};
 use super::update_rule::{Compat, Variant};
-use crate::diffusion::model_artifact::SD_MODEL;
 use crate::diffusion::model_source::{key_params_without, ModelSource};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -193,12 +192,7 @@ impl NodeKind for ContrastiveTrainKind {
                 doc: "The synthetic negative of each positive, same item id (all variants but ti)."
                     .into(),
             },
-            InputSpec {
-                name: "model".into(),
-                ty: SD_MODEL,
-                required: false,
-                doc: "A model made in the pipeline (else `model`).".into(),
-            },
+            ModelSource::input_spec(),
         ]
     }
     fn build(&self, params: serde_json::Value, cx: &BuildCx) -> Result<Box<dyn Node>, BuildError> {
