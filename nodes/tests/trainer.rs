@@ -107,7 +107,7 @@ fn train(
     let before = sd.text_encoder.token_embedding.clone();
     let ex = examples();
     let (cfg, state) = setup(&mut sd, variant, compat, steps);
-    let mut t = Trainer::new(&mut sd, &ex, cfg);
+    let mut t = Trainer::new(&mut sd, &ex, cfg).unwrap();
     let done = t.run(state, 0, &mut |_| Ok(()), &|_| {}).unwrap();
     let after = sd.text_encoder.token_embedding.clone();
     (done, before, after)
@@ -141,7 +141,7 @@ fn resuming_from_a_checkpoint_continues_bit_for_bit() {
     let ex = examples();
     let (cfg, state) = setup(&mut sd, Variant::Ctoa, Compat::Paper, 6);
     let mut saved: Option<Vec<u8>> = None;
-    let mut t = Trainer::new(&mut sd, &ex, cfg);
+    let mut t = Trainer::new(&mut sd, &ex, cfg).unwrap();
     let interrupted = t.run(
         state,
         3,
@@ -157,7 +157,7 @@ fn resuming_from_a_checkpoint_continues_bit_for_bit() {
     let (cfg, _) = setup(&mut sd, Variant::Ctoa, Compat::Paper, 6);
     let resumed: TrainState = serde_json::from_slice(&saved.unwrap()).unwrap();
     assert_eq!(resumed.step, 3);
-    let mut t = Trainer::new(&mut sd, &ex, cfg);
+    let mut t = Trainer::new(&mut sd, &ex, cfg).unwrap();
     let done = t.run(resumed, 3, &mut |_| Ok(()), &|_| {}).unwrap();
     assert_eq!(done.params, straight.params);
     assert_eq!(done.optimizer, straight.optimizer);

@@ -391,7 +391,7 @@ impl Whole for ContrastiveTrain {
             negative_template,
             seed: cx.seed,
         };
-        let mut trainer = Trainer::new(&mut sd, &examples, cfg);
+        let mut trainer = Trainer::new(&mut sd, &examples, cfg).map_err(err)?;
         let mut save = |s: &TrainState| {
             cx.checkpoint
                 .save(&serde_json::to_vec(s).expect("state serialises"))

@@ -17,6 +17,7 @@ use super::optimizer::Adam;
 use super::update_rule::{combine, Compat, Variant};
 use crate::diffusion::noise;
 use crate::diffusion::pipeline::StableDiffusion;
+use crate::diffusion::schedulers::NoiseSchedule;
 use crate::diffusion::ti_loss::{encode_latents, ti_loss};
 use crate::diffusion::SdError;
 
@@ -57,6 +58,8 @@ pub struct Trainer<'a> {
     pub examples: &'a [Example],
     pub cfg: TrainConfig,
     original_table: Tensor,
+    /// The training noise schedule (DDPM `add_noise`), built once from the model's config.
+    schedule: NoiseSchedule,
 }
 
 #[derive(Serialize)]
@@ -85,14 +88,16 @@ impl<'a> Trainer<'a> {
         sd: &'a mut StableDiffusion,
         examples: &'a [Example],
         cfg: TrainConfig,
-    ) -> Trainer<'a> {
+    ) -> Result<Trainer<'a>, SdError> {
         let original_table = sd.text_encoder.token_embedding.clone();
-        Trainer {
+        let schedule = NoiseSchedule::from_config(&sd.scheduler_config)?;
+        Ok(Trainer {
             sd,
             examples,
             cfg,
             original_table,
-        }
+            schedule,
+        })
     }
 
     /// One pass type (0 positive, 1 negative, 2 anchor) over the step's triples: the mean
@@ -113,8 +118,7 @@ impl<'a> Trainer<'a> {
         let mut timesteps = Vec::new();
         let mut ids = Vec::new();
         let vae_cfg = &sd.vae.config;
-        let schedule =
-            crate::diffusion::schedulers::NoiseSchedule::from_config(&sd.scheduler_config)?;
+        let schedule = &self.schedule;
         let train_steps = schedule.alphas_cumprod().len();
         for (k, &(pos, anc)) in picks.iter().enumerate() {
             let (idx, negative) = match kind {
@@ -173,7 +177,7 @@ impl<'a> Trainer<'a> {
         let step_out = ti_loss(
             &sd.text_encoder,
             &sd.unet,
-            &schedule,
+            schedule,
             prediction,
             &latents,
             &noises,
