@@ -7,7 +7,9 @@
 //!
 //! [`register_all`] puts every kind into a registry; the binary calls it once.
 
+pub mod captioning;
 pub mod diffusion;
+pub mod evaluation;
 pub mod policy;
 pub mod prompts;
 pub mod sources;
