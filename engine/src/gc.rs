@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use nsync_cache::{CacheError, Digest, Reachable, Store};
 
 use crate::artifact::parse_manifest;
+use crate::memo::parse_list;
 use crate::run_record::RunRecord;
 
 pub struct KeepPolicy {
@@ -44,6 +45,15 @@ pub fn reachable(
                         if let Ok(items) = parse_manifest(&b) {
                             reach.blobs.extend(items.values().map(|x| x.digest));
                         }
+                    }
+                }
+            }
+            if let Some(m) = node.memo {
+                reach.blobs.insert(m);
+                if let Some(list) = store.get_blob(&m).ok().and_then(|b| parse_list(&b)) {
+                    for (entry, blob) in list {
+                        reach.entries.insert(entry);
+                        reach.blobs.insert(blob);
                     }
                 }
             }

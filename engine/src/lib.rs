@@ -12,6 +12,7 @@ pub mod executor;
 pub mod explain;
 pub mod fingerprint;
 pub mod gc;
+pub mod memo;
 pub mod model_digest;
 pub mod node;
 pub mod params;

@@ -214,6 +214,8 @@ pub struct WholeCx<'a> {
     /// Resumable partial work of this exact computation (same key), e.g. training
     /// checkpoints. Never served as a result: only the node itself reads it back.
     pub checkpoint: &'a Checkpoints<'a>,
+    /// Content-keyed sub-results that outlive this computation (see [`crate::memo`]).
+    pub memo: &'a crate::memo::Memo<'a>,
 }
 
 /// Checkpoints of one whole node's computation, stored under a key derived from the

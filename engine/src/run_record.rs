@@ -45,6 +45,9 @@ pub struct NodeRecord {
     /// Blob listing `(item id, item key)` of a per-item node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub item_keys: Option<Digest>,
+    /// Blob listing the memo pieces of a whole node (index entries and blobs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memo: Option<Digest>,
     #[serde(default)]
     pub outputs: BTreeMap<String, OutputRef>,
     pub items_total: usize,

@@ -23,6 +23,9 @@ const COUNT: ArtifactType = ArtifactType {
 
 static WHOLE_RUNS: AtomicUsize = AtomicUsize::new(0);
 static SPANS: Mutex<Vec<(String, Instant, Instant)>> = Mutex::new(Vec::new());
+/// Memo pieces (per model and text item) found and computed by `weigh`.
+static MEMO_HITS: AtomicUsize = AtomicUsize::new(0);
+static MEMO_MISSES: AtomicUsize = AtomicUsize::new(0);
 
 /// `words`: per-item texts from a list parameter; seeded (the output depends on the seed).
 struct WordsKind;
@@ -185,11 +188,36 @@ impl Whole for Weigh {
         let start = Instant::now();
         WHOLE_RUNS.fetch_add(1, Ordering::SeqCst);
         std::thread::sleep(Duration::from_millis(self.p.sleep_ms));
-        let n = cx
-            .inputs
-            .get("texts")
-            .and_then(|a| a.items())
-            .map_or(0, |m| m.len());
+        let items = cx.inputs.get("texts").and_then(|a| a.items()).unwrap();
+        let n = items.len();
+        // Per-item work inside a whole node goes through the memo, keyed by content.
+        for blob in items.values() {
+            let key = nsync_cache::FramedHasher::new("test.weigh")
+                .str(1, &self.name)
+                .digest(2, &blob.digest)
+                .finish();
+            match cx.memo.get(&key) {
+                Some(bytes) => {
+                    assert_eq!(
+                        bytes,
+                        cx.store
+                            .get_blob(&blob.digest)
+                            .unwrap()
+                            .to_ascii_uppercase()
+                    );
+                    MEMO_HITS.fetch_add(1, Ordering::SeqCst);
+                }
+                None => {
+                    let upper = cx
+                        .store
+                        .get_blob(&blob.digest)
+                        .unwrap()
+                        .to_ascii_uppercase();
+                    cx.memo.put(&key, &upper).unwrap();
+                    MEMO_MISSES.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }
         let file = if self.path.is_dir() {
             self.path.join("model.safetensors")
         } else {
@@ -332,6 +360,24 @@ fn whole_nodes_models_heavy_lock_and_seeds() {
     let fourth = execute(&p, &store, &opts, &Silent, Mode::Run).unwrap();
     let w = &fourth.record.nodes["words"];
     assert_eq!((w.items_computed, w.items_cached), (1, 3));
+    // The whole nodes rerun, but only the new item's memo pieces are computed.
+    assert_eq!(status(&fourth, "weigh_big"), NodeStatus::Executed);
+    // First run: 2 × 3 computed; new weights for `big`: its 3 found (the memo key names the
+    // model, not its digest); now: 2 × 3 found, 2 computed.
+    assert_eq!(MEMO_MISSES.load(Ordering::SeqCst), 2 * 3 + 2);
+    assert_eq!(MEMO_HITS.load(Ordering::SeqCst), 3 + 2 * 3);
+    // The pieces stay reachable from the run record, so `cache gc` keeps them.
+    let (_, reach) =
+        nsync_engine::gc::reachable(&store, &nsync_engine::gc::KeepPolicy { keep_last: 1 })
+            .unwrap();
+    let memo = fourth.record.nodes["weigh_big"]
+        .memo
+        .expect("memo list recorded");
+    let list = nsync_engine::memo::parse_list(&store.get_blob(&memo).unwrap()).unwrap();
+    assert_eq!(list.len(), 4);
+    for (entry, blob) in list {
+        assert!(reach.entries.contains(&entry) && reach.blobs.contains(&blob));
+    }
 
     // A changed seed changes every seeded item.
     write(d.path(), "p.toml", &more.replace("seed = 7", "seed = 8"));

@@ -31,6 +31,9 @@ pub(super) struct NodeEntry {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub(super) rejected: BTreeMap<String, String>,
     pub(super) fingerprint: Fingerprint,
+    /// Blob listing the memo pieces a whole node used ([`crate::memo`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) memo: Option<Digest>,
 }
 
 pub(super) struct NodeCx<'a> {

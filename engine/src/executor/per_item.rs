@@ -245,6 +245,7 @@ impl NodeCx<'_> {
         let entry = NodeEntry {
             outputs: r.outputs.clone(),
             item_keys: Some(key_blob),
+            memo: None,
             rejected,
             fingerprint: fp,
         };

@@ -96,6 +96,7 @@ pub(super) fn empty_record(node: &PipelineNode, status: NodeStatus) -> NodeRecor
         key: None,
         fingerprint: None,
         item_keys: None,
+        memo: None,
         outputs: BTreeMap::new(),
         items_total: 0,
         items_computed: 0,

@@ -7,6 +7,7 @@ use nsync_cache::LockOutcome;
 
 use crate::artifact::{Artifact, OutputRef};
 use crate::fingerprint::Fingerprint;
+use crate::memo::Memo;
 use crate::node::{Checkpoints, Inputs, Whole, WholeCx};
 use crate::progress::{Event, NodeStatus};
 
@@ -20,10 +21,15 @@ impl NodeCx<'_> {
             s.store
                 .get_entry(&key)
                 .and_then(|v| serde_json::from_value::<NodeEntry>(v).ok())
-                .and_then(|e| s.cached_outputs(&e))
+                .and_then(|e| s.cached_outputs(&e).map(|a| (a, e.memo)))
         };
-        if let Some(artifacts) = lookup(self) {
-            return Ok(self.finish_cached(fp, key, artifacts, 1));
+        let cached = |s: &Self, fp: Fingerprint, (artifacts, memo)| {
+            let mut o = s.finish_cached(fp, key, artifacts, 1);
+            o.record.memo = memo;
+            o
+        };
+        if let Some(hit) = lookup(self) {
+            return Ok(cached(self, fp, hit));
         }
         if !self.compute {
             let mut r = self.record(NodeStatus::WillRun, fp, key);
@@ -52,8 +58,8 @@ impl NodeCx<'_> {
                 self.store.lock_key(&key)?
             }
         };
-        if let Some(artifacts) = lookup(self) {
-            return Ok(self.finish_cached(fp, key, artifacts, 1));
+        if let Some(hit) = lookup(self) {
+            return Ok(cached(self, fp, hit));
         }
         let _device = self.node.node.heavy().then(|| self.device.lock().unwrap());
         let warn = |m: String| self.warn(m);
@@ -67,6 +73,7 @@ impl NodeCx<'_> {
             store: self.store,
             key,
         };
+        let memo = Memo::new(self.store);
         let outputs = w.run(&WholeCx {
             store: self.store,
             inputs,
@@ -74,6 +81,7 @@ impl NodeCx<'_> {
             warn: &warn,
             status: &status,
             checkpoint: &checkpoints,
+            memo: &memo,
         })?;
         let mut refs = BTreeMap::new();
         let mut artifacts = BTreeMap::new();
@@ -95,8 +103,10 @@ impl NodeCx<'_> {
             artifacts.insert(spec.name.to_string(), Artifact::Blob { output: o.clone() });
             refs.insert(spec.name.to_string(), o);
         }
+        let memo_list = memo.commit_list()?;
         self.store.sync()?;
         let entry = NodeEntry {
+            memo: memo_list,
             outputs: refs.clone(),
             item_keys: None,
             rejected: BTreeMap::new(),
@@ -111,6 +121,7 @@ impl NodeCx<'_> {
         checkpoints.clear()?;
         let mut r = self.record(NodeStatus::Executed, fp, key);
         r.outputs = refs;
+        r.memo = memo_list;
         r.items_total = 1;
         r.items_computed = 1;
         Ok(NodeOutcome {
