@@ -26,6 +26,7 @@ use super::optimizer::Adam;
 use super::trainer::{TrainConfig, TrainState, Trainer};
 use super::update_rule::{Compat, Variant};
 use crate::diffusion::model_source::{key_params_without, ModelSource};
+use crate::diffusion::pipeline::StableDiffusion;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -296,71 +297,7 @@ impl Whole for ContrastiveTrain {
             p.variant.needs_negative(),
             p.resolution as u32,
         )?;
-        // The token's vectors, initialised from the initializer word's first token.
-        let init_ids = sd
-            .tokenizer
-            .encode(&p.initializer)
-            .map_err(NodeError::msg)?;
-        let init_id = *init_ids
-            .get(1)
-            .filter(|&&i| i != sd.tokenizer.eos)
-            .ok_or_else(|| {
-                NodeError::msg(format!("initializer {:?} has no token", p.initializer))
-            })?;
-        let hidden = sd.text_encoder.config.hidden_size;
-        let init_row: Vec<f32> = sd
-            .text_encoder
-            .token_embedding
-            .get(init_id as usize)
-            .and_then(|t| t.to_dtype(DType::F32))
-            .and_then(|t| t.to_vec1())
-            .map_err(err)?;
-        let names: Vec<String> = std::iter::once(p.token.clone())
-            .chain((1..p.num_vectors).map(|i| format!("{}_{i}", p.token)))
-            .collect();
-        let mut token_ids = Vec::new();
-        for name in &names {
-            if sd.tokenizer.token_to_id(name).is_some() {
-                return Err(NodeError::msg(format!(
-                    "token `{name}` is already in the model's vocabulary; choose another `token`"
-                )));
-            }
-            token_ids.push(sd.tokenizer.add_token(name).map_err(NodeError::msg)?);
-        }
-        let spelled = names.join(" ");
-        let positive_template = format!("{{caption}} in the style of {spelled}");
-        let negative_template = p
-            .variant
-            .negative_caption_suffix()
-            .replace("{token}", &spelled);
-        let negative_template = format!("{{caption}} {negative_template}");
-        let decay = p.weight_decay.unwrap_or(match p.optimizer {
-            OptimizerKind::Adam => 0.0,
-            OptimizerKind::Adamw => 1e-2,
-        });
-        let lr = if p.scale_lr {
-            p.lr * p.batch_size as f64
-        } else {
-            p.lr
-        };
-        let fresh = TrainState {
-            step: 0,
-            params: init_row
-                .iter()
-                .cycle()
-                .take(hidden * p.num_vectors)
-                .copied()
-                .collect(),
-            optimizer: match p.optimizer {
-                OptimizerKind::Adam => Adam::adam(),
-                OptimizerKind::Adamw => Adam::adamw(),
-            }
-            .with_betas(p.beta1, p.beta2)
-            .with_eps(p.eps)
-            .with_weight_decay(decay),
-            frozen_scale: 1.0,
-            curves: Vec::new(),
-        };
+        let (cfg, fresh) = prepare(p, &mut sd, cx.seed)?;
         let state = match cx
             .checkpoint
             .load()
@@ -371,25 +308,6 @@ impl Whole for ContrastiveTrain {
                 s
             }
             None => fresh,
-        };
-        let cfg = TrainConfig {
-            variant: p.variant,
-            compat: p.compat,
-            steps: p.steps,
-            batch: p.batch_size,
-            lr,
-            schedule: p.schedule,
-            flip: p.flip,
-            table_decay: if p.compat == Compat::ReferenceCode && p.optimizer == OptimizerKind::Adamw
-            {
-                decay
-            } else {
-                0.0
-            },
-            token_ids,
-            positive_template,
-            negative_template,
-            seed: cx.seed,
         };
         let mut trainer = Trainer::new(&mut sd, &examples, cfg).map_err(err)?;
         let mut save = |s: &TrainState| {
@@ -402,6 +320,7 @@ impl Whole for ContrastiveTrain {
             .run(state, p.checkpoint_every, &mut save, &status)
             .map_err(err)?;
         // diffusers' learned_embeds.safetensors: {"<tok>": [n, hidden]}.
+        let hidden = sd.text_encoder.config.hidden_size;
         let rows = Tensor::from_vec(
             done.params.clone(),
             (p.num_vectors, hidden),
@@ -421,4 +340,97 @@ impl Whole for ContrastiveTrain {
             ("curves".to_string(), curves.into_bytes()),
         ]))
     }
+}
+
+/// The trainer's configuration and fresh state for `p` on `sd`, as the node trains: the
+/// token's vectors (`<tok>`, `<tok>_1`, …) are added to `sd`'s tokenizer and initialised from
+/// the first token of `initializer`; the captions' templates, the optimizer (and its default
+/// weight decay), `scale_lr` and the reference-code table decay follow `p`. Public so that
+/// tests train exactly as the node does.
+pub fn prepare(
+    p: &TrainParams,
+    sd: &mut StableDiffusion,
+    seed: u64,
+) -> Result<(TrainConfig, TrainState), NodeError> {
+    let init_ids = sd
+        .tokenizer
+        .encode(&p.initializer)
+        .map_err(NodeError::msg)?;
+    let init_id = *init_ids
+        .get(1)
+        .filter(|&&i| i != sd.tokenizer.eos)
+        .ok_or_else(|| NodeError::msg(format!("initializer {:?} has no token", p.initializer)))?;
+    let hidden = sd.text_encoder.config.hidden_size;
+    let init_row: Vec<f32> = sd
+        .text_encoder
+        .token_embedding
+        .get(init_id as usize)
+        .and_then(|t| t.to_dtype(DType::F32))
+        .and_then(|t| t.to_vec1())
+        .map_err(err)?;
+    let names: Vec<String> = std::iter::once(p.token.clone())
+        .chain((1..p.num_vectors).map(|i| format!("{}_{i}", p.token)))
+        .collect();
+    let mut token_ids = Vec::new();
+    for name in &names {
+        if sd.tokenizer.token_to_id(name).is_some() {
+            return Err(NodeError::msg(format!(
+                "token `{name}` is already in the model's vocabulary; choose another `token`"
+            )));
+        }
+        token_ids.push(sd.tokenizer.add_token(name).map_err(NodeError::msg)?);
+    }
+    let spelled = names.join(" ");
+    let positive_template = format!("{{caption}} in the style of {spelled}");
+    let negative_template = p
+        .variant
+        .negative_caption_suffix()
+        .replace("{token}", &spelled);
+    let negative_template = format!("{{caption}} {negative_template}");
+    let decay = p.weight_decay.unwrap_or(match p.optimizer {
+        OptimizerKind::Adam => 0.0,
+        OptimizerKind::Adamw => 1e-2,
+    });
+    let lr = if p.scale_lr {
+        p.lr * p.batch_size as f64
+    } else {
+        p.lr
+    };
+    let fresh = TrainState {
+        step: 0,
+        params: init_row
+            .iter()
+            .cycle()
+            .take(hidden * p.num_vectors)
+            .copied()
+            .collect(),
+        optimizer: match p.optimizer {
+            OptimizerKind::Adam => Adam::adam(),
+            OptimizerKind::Adamw => Adam::adamw(),
+        }
+        .with_betas(p.beta1, p.beta2)
+        .with_eps(p.eps)
+        .with_weight_decay(decay),
+        frozen_scale: 1.0,
+        curves: Vec::new(),
+    };
+    let cfg = TrainConfig {
+        variant: p.variant,
+        compat: p.compat,
+        steps: p.steps,
+        batch: p.batch_size,
+        lr,
+        schedule: p.schedule,
+        flip: p.flip,
+        table_decay: if p.compat == Compat::ReferenceCode && p.optimizer == OptimizerKind::Adamw {
+            decay
+        } else {
+            0.0
+        },
+        token_ids,
+        positive_template,
+        negative_template,
+        seed,
+    };
+    Ok((cfg, fresh))
 }

@@ -4,7 +4,8 @@
 //! unchanged unless the reference-code compatibility mode asks for its weight decay over
 //! the whole table).
 //!
-//! Every random draw derives from the pipeline seed and the step, and the state saved in a
+//! Every random draw derives from the pipeline seed and the step ([`Trainer::step_draws`],
+//! public so that a reference implementation can replay them), and the state saved in a
 //! checkpoint (step, learned rows, optimizer moments, curves) is all the loop carries, so a
 //! run resumed from a checkpoint continues bit for bit like an uninterrupted one.
 
@@ -62,6 +63,32 @@ pub struct Trainer<'a> {
     schedule: NoiseSchedule,
 }
 
+/// What one pass draws for one triple.
+#[derive(Clone, Debug)]
+pub struct PassDraw {
+    /// The example trained on: its image, or its synthetic negative when `negative`.
+    pub example: usize,
+    pub negative: bool,
+    /// Whether the image is mirrored left-right.
+    pub flip: bool,
+    /// The diffusion timestep, in `0..num_train_timesteps`.
+    pub timestep: usize,
+    /// The standard normal noise of the VAE posterior sample, `[1, latent_channels, h/f, w/f]`
+    /// (`f`: the VAE's downsampling factor).
+    pub vae_noise: Tensor,
+    /// The diffusion noise, shaped like `vae_noise`.
+    pub noise: Tensor,
+}
+
+/// Everything one step draws: per pass, one [`PassDraw`] per triple (`batch` of them). The
+/// negative and anchor passes are drawn only for the variants that run them.
+#[derive(Clone, Debug)]
+pub struct StepDraws {
+    pub positive: Vec<PassDraw>,
+    pub negative: Option<Vec<PassDraw>>,
+    pub anchor: Option<Vec<PassDraw>>,
+}
+
 #[derive(Serialize)]
 struct CurvePoint {
     step: usize,
@@ -100,15 +127,70 @@ impl<'a> Trainer<'a> {
         })
     }
 
-    /// One pass type (0 positive, 1 negative, 2 anchor) over the step's triples: the mean
-    /// loss and its gradient w.r.t. the learned rows.
-    fn pass(
-        &self,
-        step: usize,
-        kind: usize,
-        rows: &Var,
-        picks: &[(usize, usize)],
-    ) -> Result<(f32, Vec<f32>), SdError> {
+    /// Everything step `step` draws (which examples, flips, timesteps, VAE sample noise and
+    /// diffusion noise), for the passes the variant runs. A pure function of the seed, the
+    /// step and the examples' sizes: [`Trainer::run`] trains on exactly these draws, and a
+    /// reference implementation can replay them (`nodes/tests/train_parity.rs`).
+    pub fn step_draws(&self, step: usize) -> Result<StepDraws, SdError> {
+        let n = self.examples.len();
+        let rng = Draws {
+            seed: self.cfg.seed,
+        };
+        let picks: Vec<(usize, usize)> = (0..self.cfg.batch)
+            .map(|k| {
+                let pos = rng.positive(step, k, n);
+                (pos, rng.anchor(step, k, n, pos))
+            })
+            .collect();
+        let train_steps = self.schedule.alphas_cumprod().len();
+        let (latent_channels, f) = (self.sd.vae.config.latent_channels, self.sd.vae_scale());
+        let device = &self.sd.device;
+        let pass = |kind: usize| -> Result<Vec<PassDraw>, SdError> {
+            picks
+                .iter()
+                .enumerate()
+                .map(|(k, &(pos, anc))| {
+                    let (example, negative) = match kind {
+                        0 => (pos, false),
+                        1 => (pos, true),
+                        _ => (anc, false),
+                    };
+                    let seed = rng.pass_seed(step, k, kind);
+                    let flip = self.cfg.flip && rng.flip(step, k * 3 + kind);
+                    let (w, h) = pick(self.examples, example, negative).0.dimensions();
+                    let shape = [1, latent_channels, h as usize / f, w as usize / f];
+                    Ok(PassDraw {
+                        example,
+                        negative,
+                        flip,
+                        timestep: (noise::derive(seed, "timestep", 0) % train_steps as u64)
+                            as usize,
+                        vae_noise: noise::gaussian(noise::derive(seed, "vae", 0), &shape, device)?,
+                        noise: noise::gaussian(noise::derive(seed, "noise", 0), &shape, device)?,
+                    })
+                })
+                .collect()
+        };
+        Ok(StepDraws {
+            positive: pass(0)?,
+            negative: self
+                .cfg
+                .variant
+                .needs_negative()
+                .then(|| pass(1))
+                .transpose()?,
+            anchor: self
+                .cfg
+                .variant
+                .needs_anchor()
+                .then(|| pass(2))
+                .transpose()?,
+        })
+    }
+
+    /// One pass (positive, negative or anchor) over the step's triples, with its draws: the
+    /// mean loss and its gradient w.r.t. the learned rows, flattened.
+    fn pass(&self, rows: &Var, draws: &[PassDraw]) -> Result<(f32, Vec<f32>), SdError> {
         let sd = &*self.sd;
         let hidden = sd.text_encoder.config.hidden_size;
         let n_vec = self.cfg.token_ids.len();
@@ -118,16 +200,9 @@ impl<'a> Trainer<'a> {
         let mut timesteps = Vec::new();
         let mut ids = Vec::new();
         let vae_cfg = &sd.vae.config;
-        let schedule = &self.schedule;
-        let train_steps = schedule.alphas_cumprod().len();
-        for (k, &(pos, anc)) in picks.iter().enumerate() {
-            let (idx, negative) = match kind {
-                0 => (pos, false),
-                1 => (pos, true),
-                _ => (anc, false),
-            };
-            let (img, caption) = pick(self.examples, idx, negative);
-            let template = if negative {
+        for d in draws {
+            let (img, caption) = pick(self.examples, d.example, d.negative);
+            let template = if d.negative {
                 &self.cfg.negative_template
             } else {
                 &self.cfg.positive_template
@@ -136,33 +211,21 @@ impl<'a> Trainer<'a> {
             if !row.contains(&self.cfg.token_ids[0]) {
                 return Err(SdError::Input(format!(
                     "the caption of `{}` fills all {} token positions, so the learned token is cut off; shorten the caption",
-                    self.examples[idx].id, sd.tokenizer.max_len
+                    self.examples[d.example].id, sd.tokenizer.max_len
                 )));
             }
             ids.extend(row);
-            let seed = self.draws().pass_seed(step, k, kind);
-            let flip = self.cfg.flip && self.draws().flip(step, k * 3 + kind);
-            let x = to_tensor(img, flip, &device)?;
-            let latent_shape = {
-                let f = sd.vae_scale();
-                let (_, _, h, w) = x.dims4()?;
-                [1, vae_cfg.latent_channels, h / f, w / f]
-            };
-            let vae_noise = noise::gaussian(noise::derive(seed, "vae", 0), &latent_shape, &device)?;
+            let x = to_tensor(img, d.flip, &device)?;
             latents.push(encode_latents(
                 &sd.vae,
                 &x,
-                &vae_noise,
+                &d.vae_noise,
                 vae_cfg.scaling_factor,
             )?);
-            noises.push(noise::gaussian(
-                noise::derive(seed, "noise", 0),
-                &latent_shape,
-                &device,
-            )?);
-            timesteps.push((noise::derive(seed, "timestep", 0) % train_steps as u64) as usize);
+            noises.push(d.noise.clone());
+            timesteps.push(d.timestep);
         }
-        let b = picks.len();
+        let b = draws.len();
         let latents = Tensor::cat(&latents, 0)?;
         let noises = Tensor::cat(&noises, 0)?;
         let ids = Tensor::from_vec(ids, (b, sd.tokenizer.max_len), &device)?;
@@ -177,7 +240,7 @@ impl<'a> Trainer<'a> {
         let step_out = ti_loss(
             &sd.text_encoder,
             &sd.unet,
-            schedule,
+            &self.schedule,
             prediction,
             &latents,
             &noises,
@@ -194,12 +257,6 @@ impl<'a> Trainer<'a> {
         Ok((loss, g))
     }
 
-    fn draws(&self) -> Draws {
-        Draws {
-            seed: self.cfg.seed,
-        }
-    }
-
     /// Run from `state` to the end, calling `checkpoint` every `every` steps and `status`
     /// every step. Stops with an error naming the step if a loss is not finite.
     pub fn run(
@@ -211,7 +268,6 @@ impl<'a> Trainer<'a> {
     ) -> Result<TrainState, SdError> {
         let hidden = self.sd.text_encoder.config.hidden_size;
         let n_vec = self.cfg.token_ids.len();
-        let n = self.examples.len();
         while state.step < self.cfg.steps {
             let step = state.step;
             if self.cfg.compat == Compat::ReferenceCode && state.frozen_scale != 1.0 {
@@ -222,27 +278,18 @@ impl<'a> Trainer<'a> {
                 (n_vec, hidden),
                 &self.sd.device,
             )?)?;
-            let picks: Vec<(usize, usize)> = (0..self.cfg.batch)
-                .map(|k| {
-                    let pos = self.draws().positive(step, k, n);
-                    (pos, self.draws().anchor(step, k, n, pos))
-                })
-                .collect();
-            let (loss_pos, g_pos) = self.pass(step, 0, &rows, &picks)?;
-            let (neg, anc) = (
-                self.cfg.variant.needs_negative(),
-                self.cfg.variant.needs_anchor(),
-            );
-            let negative = if neg {
-                Some(self.pass(step, 1, &rows, &picks)?)
-            } else {
-                None
-            };
-            let anchor = if anc {
-                Some(self.pass(step, 2, &rows, &picks)?)
-            } else {
-                None
-            };
+            let draws = self.step_draws(step)?;
+            let (loss_pos, g_pos) = self.pass(&rows, &draws.positive)?;
+            let negative = draws
+                .negative
+                .as_deref()
+                .map(|d| self.pass(&rows, d))
+                .transpose()?;
+            let anchor = draws
+                .anchor
+                .as_deref()
+                .map(|d| self.pass(&rows, d))
+                .transpose()?;
             for (what, l) in [
                 ("positive", Some(loss_pos)),
                 ("negative", negative.as_ref().map(|x| x.0)),
