@@ -133,6 +133,10 @@ pub struct SampleArgs {
     /// Learned token embeddings (diffusers' `learned_embeds.safetensors`).
     #[arg(long, value_name = "FILE")]
     pub embedding: Vec<PathBuf>,
+    /// LoRA weights for the UNet (diffusers' `pytorch_lora_weights.safetensors` layout, e.g.
+    /// a `contrastive_train` node's `lora` output).
+    #[arg(long, value_name = "FILE")]
+    pub lora: Option<PathBuf>,
     /// Output PNG.
     #[arg(long, value_name = "PNG")]
     pub out: PathBuf,

@@ -33,5 +33,6 @@ pub fn register_all(r: &mut Registry) {
     r.register(training::contrastive_train::ContrastiveTrainKind);
     r.register_type(diffusion::model_artifact::SD_MODEL);
     r.register_type(training::artifacts::EMBEDDING);
+    r.register_type(training::artifacts::LORA);
     r.register_type(training::artifacts::CURVES);
 }

@@ -250,12 +250,10 @@ fn check_case(cases: &Value, name: &str, ex: &[Example]) {
         .iter()
         .map(|x| x.as_u64().unwrap() as u32)
         .collect();
-    assert_eq!(trainer.cfg.token_ids, ref_ids, "{name}: token ids");
+    let style = &trainer.cfg.styles[0];
+    assert_eq!(style.token_ids, ref_ids, "{name}: token ids");
     for e in ex {
-        let text = trainer
-            .cfg
-            .positive_template
-            .replace("{caption}", &e.caption);
+        let text = style.positive_template.replace("{caption}", &e.caption);
         let ids = trainer.sd.token_ids(&text).unwrap();
         let want: Vec<u32> = reference["prompt_ids"][&e.id]
             .as_array()
@@ -264,10 +262,7 @@ fn check_case(cases: &Value, name: &str, ex: &[Example]) {
             .map(|x| x.as_u64().unwrap() as u32)
             .collect();
         assert_eq!(ids, want, "{name}: prompt ids of {}", e.id);
-        let neg = trainer
-            .cfg
-            .negative_template
-            .replace("{caption}", &e.caption);
+        let neg = style.negative_template.replace("{caption}", &e.caption);
         assert_eq!(
             neg, text,
             "{name}: the negative is trained with the positive's text"

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use candle_core::{DType, Device};
 use nsync_nodes::diffusion::pipeline::StableDiffusion;
 use nsync_nodes::training::dataset::Example;
-use nsync_nodes::training::trainer::{TrainConfig, TrainState, Trainer};
-use nsync_nodes::training::{Adam, Compat, LrSchedule, Variant};
+use nsync_nodes::training::trainer::{StyleConfig, TrainConfig, TrainState, Trainer};
+use nsync_nodes::training::{Adam, Adapter, Compat, LrSchedule, Variant};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -79,10 +79,14 @@ fn setup(
         } else {
             0.0
         },
-        token_ids: vec![id],
-        positive_template: "{caption} in the style of <monet>".into(),
-        negative_template: variant.negative_caption("{caption}", "<monet>"),
-        seed: 7,
+        styles: vec![StyleConfig {
+            name: "monet".into(),
+            token_ids: vec![id],
+            positive_template: "{caption} in the style of <monet>".into(),
+            negative_template: variant.negative_caption("{caption}", "<monet>"),
+            seed: 7,
+        }],
+        adapter: Adapter::Embedding,
     };
     let state = TrainState {
         step: 0,

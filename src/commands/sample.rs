@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use candle_core::DType;
+use nsync_nodes::diffusion::lora::Lora;
 use nsync_nodes::diffusion::pipeline::StableDiffusion;
 use nsync_nodes::diffusion::sampler::{decode, denoise, initial_latents, to_rgb8, SampleSettings};
 use nsync_nodes::diffusion::schedulers::SchedulerKind;
@@ -29,6 +30,14 @@ pub fn sample(a: SampleArgs) -> anyhow::Result<ExitCode> {
     for e in &a.embedding {
         let tokens = sd.load_embeddings(e)?;
         eprintln!("loaded {} from {}", tokens.join(", "), e.display());
+    }
+    if let Some(f) = &a.lora {
+        let lora = Lora::load(f, sd.unet.dtype(), &device)?;
+        let n = lora.layers.len();
+        sd.unet
+            .set_lora(Some(lora))
+            .map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
+        eprintln!("loaded LoRA weights for {n} layers from {}", f.display());
     }
     let native = sd
         .unet

@@ -218,3 +218,260 @@ fn changing_the_learning_rate_retrains_but_reuses_negatives() {
         text(&out.stdout)
     );
 }
+
+/// The Van Gogh half of a two-style pipeline on top of the demo (paintings, captions,
+/// negatives made by the demo's tiny model).
+const VANGOGH_NODES: &str = r#"
+[nodes.vangogh_paintings]
+kind = "images"
+path = "data/vangogh/train"
+
+[nodes.vangogh_captions]
+kind = "captions"
+inputs = { images = "vangogh_paintings" }
+dir = "data/vangogh/train"
+
+[nodes.vangogh_negative_prompts]
+kind = "prompt_template"
+inputs = { caption = "vangogh_captions" }
+template = "{caption} in the style of painting"
+
+[nodes.vangogh_negatives]
+kind = "sd_sample"
+inputs = { prompts = "vangogh_negative_prompts", model = "tiny_model" }
+steps = 10
+batch_size = 4
+"#;
+
+const TWO_STYLES: &str = r#"
+[nodes.styles]
+kind = "contrastive_train"
+inputs = { images_monet = "paintings", captions_monet = "captions", negatives_monet = "negatives", images_vangogh = "vangogh_paintings", captions_vangogh = "vangogh_captions", negatives_vangogh = "vangogh_negatives", model = "tiny_model" }
+styles = [{ token = "<monet>" }, { token = "<vangogh>", num_vectors = 2 }]
+steps = 3
+batch_size = 1
+lr = 0.005
+resolution = 64
+checkpoint_every = 2
+
+[nodes.both_prompts]
+kind = "prompt_template"
+inputs = { caption = "test_captions" }
+template = "{caption} in the style of <monet> and <vangogh>"
+
+[nodes.generated_both]
+kind = "sd_sample"
+inputs = { prompts = "both_prompts", model = "tiny_model", embedding = "styles" }
+steps = 10
+"#;
+
+/// Two styles (Monet and Van Gogh, each with its own paintings, captions and negatives)
+/// learned by one `contrastive_train` node: one embedding file with both tokens in diffusers'
+/// layout, curves per style, prompts using both tokens in `sd_sample` and `nsync sample`;
+/// wiring mistakes are reported at the port.
+#[test]
+fn two_styles_train_in_one_node_and_sample_together() {
+    let p = Project::demo();
+    let file = format!(
+        "extends = \"demo.toml\"\n[pipeline]\nname = \"two_styles\"\n{VANGOGH_NODES}{TWO_STYLES}"
+    );
+    p.write("pipelines/two.toml", &file);
+    let s = p.run_json("pipelines/two.toml", &["--until", "generated_both"], 0);
+    assert_eq!(node(&s, "styles"), ("executed".into(), 1, 0), "{s}");
+    assert_eq!(node(&s, "generated_both"), ("executed".into(), 3, 0), "{s}");
+    let out = p.nsync(&["export", "pipelines/two.toml", "styles", "--to", "styles"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let emb_path = p.path("styles/embedding/embedding.safetensors");
+    let emb = candle_core::safetensors::load(&emb_path, &candle_core::Device::Cpu).unwrap();
+    assert_eq!(emb.len(), 2);
+    assert_eq!(emb["<monet>"].dims(), &[1, 32]);
+    assert_eq!(emb["<vangogh>"].dims(), &[2, 32]);
+    let curves = std::fs::read_to_string(p.path("styles/curves/curves.jsonl")).unwrap();
+    let styles: Vec<String> = curves
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["style"].to_string())
+        .collect();
+    assert_eq!(
+        styles,
+        [
+            "\"monet\"",
+            "\"vangogh\"",
+            "\"monet\"",
+            "\"vangogh\"",
+            "\"monet\"",
+            "\"vangogh\""
+        ]
+    );
+    // A rerun finds it all cached.
+    let s = p.run_json("pipelines/two.toml", &["--until", "generated_both"], 0);
+    assert_eq!(node(&s, "styles").0, "cached");
+
+    // The file outside the pipeline: both tokens in one prompt.
+    let model = repo().join("tests/fixtures/sd/sd15/model");
+    let run = p.nsync(&[
+        "sample",
+        "--model",
+        model.to_str().unwrap(),
+        "--embedding",
+        emb_path.to_str().unwrap(),
+        "--prompt",
+        "a bridge in the style of <monet> and <vangogh>",
+        "--steps",
+        "2",
+        "--size",
+        "64x64",
+        "--out",
+        p.path("both.png").to_str().unwrap(),
+    ]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    assert!(
+        text(&run.stderr).contains("<monet>, <vangogh>"),
+        "{}",
+        text(&run.stderr)
+    );
+
+    // A style without its negatives, and a misspelt port.
+    p.write(
+        "pipelines/two.toml",
+        &file.replace(" negatives_vangogh = \"vangogh_negatives\",", ""),
+    );
+    let out = p.nsync(&["check", "pipelines/two.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("needs `inputs.negatives_vangogh`"),
+        "{}",
+        text(&out.stderr)
+    );
+    p.write(
+        "pipelines/two.toml",
+        &file.replace("images_vangogh =", "images_vangoh ="),
+    );
+    let out = p.nsync(&["check", "pipelines/two.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("has no input `images_vangoh`") && err.contains("images_vangogh"),
+        "{err}"
+    );
+}
+
+const LORA_NODES: &str = r#"
+[nodes.lora_style]
+kind = "contrastive_train"
+inputs = { images = "paintings", captions = "captions", negatives = "negatives", model = "tiny_model" }
+token = "sks"
+adapter = "lora"
+lora = { rank = 2, targets = ["to_q", "to_k", "to_v", "to_out.0"] }
+steps = 3
+batch_size = 1
+lr = 0.01
+resolution = 64
+
+[nodes.lora_prompts]
+kind = "prompt_template"
+inputs = { caption = "test_captions" }
+template = "{caption} in the style of sks"
+
+[nodes.generated_lora]
+kind = "sd_sample"
+inputs = { prompts = "lora_prompts", model = "tiny_model", lora = "lora_style" }
+steps = 10
+
+[nodes.generated_plain]
+kind = "sd_sample"
+inputs = { prompts = "lora_prompts", model = "tiny_model" }
+steps = 10
+"#;
+
+/// `adapter = "lora"`: the node writes LoRA weights in diffusers' layout, `sd_sample` takes
+/// them on its `lora` input (and changes the images), `nsync sample --lora` too; a LoRA
+/// cannot feed an `embedding` input.
+#[test]
+fn lora_training_feeds_sd_sample_and_the_sample_command() {
+    let p = Project::demo();
+    let file = format!("extends = \"demo.toml\"\n[pipeline]\nname = \"lora\"\n{LORA_NODES}");
+    p.write("pipelines/lora.toml", &file);
+    let s = p.run_json("pipelines/lora.toml", &["--until", "generated_lora"], 0);
+    assert_eq!(node(&s, "lora_style"), ("executed".into(), 1, 0), "{s}");
+    assert_eq!(node(&s, "generated_lora"), ("executed".into(), 3, 0), "{s}");
+    p.run_json("pipelines/lora.toml", &["--until", "generated_plain"], 0);
+    for n in ["lora_style", "generated_lora", "generated_plain"] {
+        let out = p.nsync(&["export", "pipelines/lora.toml", n, "--to", n]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let lora = candle_core::safetensors::load(
+        p.path("lora_style/lora/lora.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    assert_eq!(lora.len(), 2 * 32, "A and B of 32 attention projections");
+    let key = "unet.mid_block.attentions.0.transformer_blocks.0.attn2.to_v";
+    assert_eq!(lora[&format!("{key}.lora_A.weight")].dims(), &[2, 32]);
+    let curves = std::fs::read_to_string(p.path("lora_style/curves/curves.jsonl")).unwrap();
+    assert_eq!(curves.lines().count(), 3);
+    let (with, without) = (
+        read_tree(&p.path("generated_lora")),
+        read_tree(&p.path("generated_plain")),
+    );
+    assert_eq!(with.len(), 4, "3 images and a manifest");
+    let differing = with
+        .iter()
+        .filter(|(k, v)| k.ends_with(".png") && without[*k] != **v)
+        .count();
+    assert_eq!(differing, 3, "the LoRA changes every image");
+
+    // `nsync sample --lora` with a LoRA made for the fixture model (tests/fixtures/lora).
+    let model = repo().join("tests/fixtures/sd/sd15/model");
+    let sample = |extra: &[&str], out: &str| {
+        let mut args = vec![
+            "sample",
+            "--model",
+            model.to_str().unwrap(),
+            "--prompt",
+            "a harbour at dawn",
+            "--steps",
+            "2",
+            "--size",
+            "64x64",
+            "--out",
+            out,
+        ];
+        args.extend_from_slice(extra);
+        p.nsync(&args)
+    };
+    let fx = repo().join("tests/fixtures/lora/ours.safetensors");
+    let a = sample(&["--lora", fx.to_str().unwrap()], "a.png");
+    assert!(a.status.success(), "{}", text(&a.stderr));
+    assert!(
+        text(&a.stderr).contains("LoRA weights for 32 layers"),
+        "{}",
+        text(&a.stderr)
+    );
+    let b = sample(&[], "b.png");
+    assert!(b.status.success(), "{}", text(&b.stderr));
+    assert_ne!(
+        std::fs::read(p.path("a.png")).unwrap(),
+        std::fs::read(p.path("b.png")).unwrap()
+    );
+    let emb = repo().join("tests/fixtures/lora/inputs.safetensors");
+    let bad = sample(&["--lora", emb.to_str().unwrap()], "c.png");
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        text(&bad.stderr).contains("unexpected tensor"),
+        "{}",
+        text(&bad.stderr)
+    );
+
+    // A LoRA is not an embedding.
+    p.write(
+        "pipelines/lora.toml",
+        &file.replace("lora = \"lora_style\" }", "embedding = \"lora_style\" }"),
+    );
+    let out = p.nsync(&["check", "pipelines/lora.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("type mismatch"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -6,6 +6,8 @@
 
 pub mod clip_text;
 pub mod clip_tokenizer;
+pub mod frozen_grad;
+pub mod lora;
 pub mod model_artifact;
 pub mod model_error;
 pub mod model_source;

@@ -2,10 +2,12 @@
 //!
 //! Every layer here records a backward pass (composite layer norm, group norm and softmax,
 //! never the fused kernels that cut the graph), because Textual Inversion differentiates
-//! through the text encoder and the UNet.
+//! through the text encoder and the UNet. Linear layers and convolutions give their (frozen)
+//! weights no gradient ([`super::frozen_grad`]).
 
 use candle_core::{Tensor, D};
 
+use super::frozen_grad;
 use super::weights::Weights;
 use super::ModelError;
 
@@ -51,7 +53,7 @@ impl Linear {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.broadcast_matmul(&self.w.t()?)?;
+        let y = frozen_grad::matmul_t(x, &self.w)?;
         match &self.b {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),
@@ -158,7 +160,7 @@ impl Conv2d {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.conv2d(&self.w, self.padding, self.stride, 1, 1)?;
+        let y = frozen_grad::conv2d(x, &self.w, self.padding, self.stride)?;
         match &self.b {
             Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?),
             None => Ok(y),

@@ -6,6 +6,9 @@
 //! adding prompts never changes the others. The model is loaded once per run, only when
 //! an image is missing; each image is denoised on its own, so `batch_size` (how many images
 //! are committed together) never changes a byte.
+//!
+//! Optional inputs add what training learned: `embedding` (learned tokens) and `lora` (LoRA
+//! weights for the UNet, [`super::lora`]).
 
 use std::collections::BTreeMap;
 
@@ -19,6 +22,7 @@ use nsync_engine::params::{typed_params, BuildError};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::lora::Lora;
 use super::model_source::{key_params_without, ModelSource};
 use super::pipeline::StableDiffusion;
 use super::sampler::{decode, denoise, initial_latents, to_rgb8, SampleSettings};
@@ -111,6 +115,12 @@ impl NodeKind for SdSampleKind {
                 doc: "Learned token embeddings (from `contrastive_train`) to use in the prompts."
                     .into(),
             },
+            InputSpec {
+                name: "lora".into(),
+                ty: crate::training::artifacts::LORA,
+                required: false,
+                doc: "LoRA weights for the UNet (from `contrastive_train` with `adapter = \"lora\"`, or any diffusers LoRA of the UNet's attention layers).".into(),
+            },
         ]
     }
     fn build(&self, params: serde_json::Value, cx: &BuildCx) -> Result<Box<dyn Node>, BuildError> {
@@ -201,6 +211,19 @@ impl PerItem for SdSample {
                 .map_err(|e| NodeError::msg(e.to_string()))?;
             sd.load_embeddings(file.path())
                 .map_err(|e| NodeError::msg(format!("learned embedding: {e}")))?;
+        }
+        if let Some(art) = cx.inputs.get("lora") {
+            let file = tempfile::Builder::new()
+                .suffix(".safetensors")
+                .tempfile()
+                .map_err(|e| NodeError::msg(e.to_string()))?;
+            std::fs::write(file.path(), cx.store.get_blob(&art.digest())?)
+                .map_err(|e| NodeError::msg(e.to_string()))?;
+            let lora = Lora::load(file.path(), sd.unet.dtype(), &sd.device)
+                .map_err(|e| NodeError::msg(format!("LoRA weights: {e}")))?;
+            sd.unet
+                .set_lora(Some(lora))
+                .map_err(|e| NodeError::msg(format!("LoRA weights: {e}")))?;
         }
         let f = sd.vae_scale();
         let native = sd.unet.config.sample_size.map_or(512, |s| s * f);

@@ -11,6 +11,16 @@ pub const EMBEDDING: ArtifactType = ArtifactType {
     doc: "learned token embeddings, diffusers' learned_embeds.safetensors layout",
 };
 
+/// LoRA weights for the UNet in the diffusers/PEFT layout (`pytorch_lora_weights.safetensors`:
+/// `unet.<module>.lora_A.weight` / `.lora_B.weight`), loadable by diffusers'
+/// `load_lora_weights` (see [`crate::diffusion::lora`]).
+pub const LORA: ArtifactType = ArtifactType {
+    name: "lora",
+    per_item: false,
+    ext: "safetensors",
+    doc: "LoRA weights for the UNet, diffusers/PEFT layout (pytorch_lora_weights.safetensors)",
+};
+
 /// Training curves, one JSON object per step.
 pub const CURVES: ArtifactType = ArtifactType {
     name: "curves",

@@ -6,159 +6,38 @@
 //! "reference_code"` reproduces the authors' released script instead (see
 //! `shared/docs/method.md`). Training resumes from its last checkpoint after an
 //! interruption and continues bit for bit; a checkpoint is partial work, never a result.
+//!
+//! Two extensions of the paper's main setting ([`super::train_params`]):
+//!
+//! - **several styles** (`styles = [{ token = "<monet>" }, { token = "<vangogh>" }]`), each
+//!   with its own inputs `images_<name>`, `captions_<name>`, `negatives_<name>`; one
+//!   embedding file holds every token (see [`super::trainer`] for how a step trains them);
+//! - **LoRA** (`adapter = "lora"`): LoRA adapters on the UNet's attention projections are
+//!   learned instead of a token; the output is a `lora` file in diffusers' layout
+//!   ([`crate::diffusion::lora`]) and the token is plain text in the captions.
 
 use std::collections::BTreeMap;
 
 use candle_core::{DType, Tensor};
-use nsync_engine::artifact::IMAGES;
-use nsync_engine::artifact::TEXTS;
 use nsync_engine::node::{
     BuildCx, Exec, InputSpec, Node, NodeError, NodeKind, OutputSpec, Whole, WholeCx,
 };
 use nsync_engine::params::{typed_params, BuildError};
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 
-use super::artifacts::{CURVES, EMBEDDING};
+use super::artifacts::{CURVES, EMBEDDING, LORA};
 use super::dataset;
-use super::lr_schedule::LrSchedule;
 use super::optimizer::Adam;
-use super::trainer::{TrainConfig, TrainState, Trainer};
-use super::update_rule::{Compat, Variant};
+use super::trainable::{Adapter, LoraLayout};
+use super::trainer::{StyleConfig, TrainConfig, TrainState, Trainer};
+use super::update_rule::Compat;
+use crate::diffusion::lora::select_sites;
 use crate::diffusion::model_source::{key_params_without, ModelSource};
+use crate::diffusion::noise;
 use crate::diffusion::pipeline::StableDiffusion;
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum OptimizerKind {
-    /// Adam with L2 weight decay (the paper's).
-    #[default]
-    Adam,
-    /// AdamW, decoupled weight decay (the reference code's).
-    Adamw,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TrainParams {
-    /// The new token (`S*`) used in prompts.
-    #[schemars(example = &"<monet>")]
-    pub token: String,
-    /// A word whose (first) embedding initialises the token.
-    #[serde(default = "default_init")]
-    #[schemars(example = &"painting")]
-    pub initializer: String,
-    /// Vectors per token (`<tok>`, `<tok>_1`, … in the embedding file).
-    #[serde(default = "one")]
-    #[schemars(example = 1)]
-    pub num_vectors: usize,
-    /// `ti`, `cto`, `ctoa` (NSYNC), `ctm` or `ctma`.
-    #[serde(default = "default_variant")]
-    #[schemars(example = &"ctoa")]
-    pub variant: Variant,
-    /// `paper` (default) or `reference_code` (the authors' script: accumulated gradients,
-    /// anchor typo, AdamW decay over the whole embedding table).
-    #[serde(default = "default_compat")]
-    #[schemars(example = &"paper")]
-    pub compat: Compat,
-    /// Optimizer steps.
-    #[serde(default = "default_steps")]
-    #[schemars(example = 3000)]
-    pub steps: usize,
-    /// Triples (positive, negative, anchor) per step.
-    #[serde(default = "default_batch")]
-    #[schemars(example = 8)]
-    pub batch_size: usize,
-    /// Learning rate.
-    #[serde(default = "default_lr")]
-    #[schemars(example = 0.0008)]
-    pub lr: f64,
-    /// Multiply `lr` by `batch_size` (diffusers' `--scale_lr`).
-    #[serde(default)]
-    #[schemars(example = false)]
-    pub scale_lr: bool,
-    /// `adam` or `adamw`.
-    #[serde(default)]
-    #[schemars(example = &"adam")]
-    pub optimizer: OptimizerKind,
-    /// Adam's first-moment decay.
-    #[serde(default = "beta1")]
-    #[schemars(example = 0.9)]
-    pub beta1: f64,
-    /// Adam's second-moment decay.
-    #[serde(default = "beta2")]
-    #[schemars(example = 0.999)]
-    pub beta2: f64,
-    /// Adam's epsilon.
-    #[serde(default = "eps")]
-    #[schemars(example = 1e-8)]
-    pub eps: f64,
-    /// Weight decay (default: 0 for Adam, 0.01 for AdamW).
-    #[serde(default)]
-    #[schemars(example = 0.01)]
-    pub weight_decay: Option<f64>,
-    /// Learning-rate schedule: `{ kind = "constant" }`, `{ kind = "constant_with_warmup",
-    /// warmup_steps = N }` or `{ kind = "cosine", warmup_steps = N }`.
-    #[serde(default)]
-    #[schemars(example = serde_json::json!({"kind": "cosine", "warmup_steps": 100}))]
-    pub schedule: LrSchedule,
-    /// Training resolution in pixels (images are resized, bicubic).
-    #[serde(default = "default_resolution")]
-    #[schemars(example = 512)]
-    pub resolution: usize,
-    /// Random horizontal flips.
-    #[serde(default = "yes")]
-    #[schemars(example = true)]
-    pub flip: bool,
-    /// Save resumable state every this many steps (0: never).
-    #[serde(default = "default_every")]
-    #[schemars(example = 500)]
-    pub checkpoint_every: usize,
-    /// A `[models]` entry, or connect a `model` input.
-    #[serde(default)]
-    #[schemars(example = &"sd15")]
-    pub model: Option<String>,
-}
-
-fn default_init() -> String {
-    "painting".into()
-}
-fn one() -> usize {
-    1
-}
-fn default_variant() -> Variant {
-    Variant::Ctoa
-}
-fn default_compat() -> Compat {
-    Compat::Paper
-}
-fn default_steps() -> usize {
-    3000
-}
-fn default_batch() -> usize {
-    8
-}
-fn default_lr() -> f64 {
-    8e-4
-}
-fn beta1() -> f64 {
-    0.9
-}
-fn beta2() -> f64 {
-    0.999
-}
-fn eps() -> f64 {
-    1e-8
-}
-fn default_resolution() -> usize {
-    512
-}
-fn yes() -> bool {
-    true
-}
-fn default_every() -> usize {
-    500
-}
+pub use super::train_params::{
+    AdapterKind, LoraParams, OptimizerKind, Style, StyleParams, TrainParams,
+};
 
 pub struct ContrastiveTrainKind;
 
@@ -167,63 +46,45 @@ impl NodeKind for ContrastiveTrainKind {
         "contrastive_train"
     }
     fn doc(&self) -> &'static str {
-        "Learns a style token with NSYNC's contrastive Textual Inversion (or plain TI / the ablations) from positives, their synthetic negatives and a model."
+        "Learns a style token with NSYNC's contrastive Textual Inversion (or plain TI / the ablations) from positives, their synthetic negatives and a model; or several tokens at once (`styles`, inputs `images_<name>`, `captions_<name>`, `negatives_<name>`), or LoRA adapters on the UNet (`adapter = \"lora\"`)."
     }
     fn params_schema(&self) -> schemars::Schema {
         schemars::schema_for!(TrainParams)
     }
     fn declared_inputs(&self) -> Vec<InputSpec> {
-        vec![
-            InputSpec {
-                name: "images".into(),
-                ty: IMAGES,
-                required: true,
-                doc: "The real training images (positives).".into(),
-            },
-            InputSpec {
-                name: "captions".into(),
-                ty: TEXTS,
-                required: true,
-                doc: "One caption per training image.".into(),
-            },
-            InputSpec {
-                name: "negatives".into(),
-                ty: IMAGES,
-                required: false,
-                doc: "The synthetic negative of each positive, same item id (all variants but ti)."
-                    .into(),
-            },
-            ModelSource::input_spec(),
-        ]
+        super::train_params::declared_inputs()
+    }
+    fn free_inputs(&self) -> bool {
+        // `images_<name>`, `captions_<name>`, `negatives_<name>` per style; the built node
+        // lists exactly the ports its parameters allow.
+        true
     }
     fn build(&self, params: serde_json::Value, cx: &BuildCx) -> Result<Box<dyn Node>, BuildError> {
-        let p: TrainParams = typed_params(params)?;
+        let mut p: TrainParams = typed_params(params)?;
+        let styles = p.validate()?;
         let connected = |n: &str| cx.connected_inputs.iter().any(|i| i == n);
-        if p.variant.needs_negative() && !connected("negatives") {
-            return Err(BuildError::at(
-                &["variant"],
-                format!(
-                    "variant `{}` needs `inputs.negatives`",
-                    serde_json::to_value(p.variant)
-                        .expect("serialises")
-                        .as_str()
-                        .unwrap_or("?")
-                ),
-            )
-            .help("connect the negative images (an sd_sample node), or use variant = \"ti\""));
+        if p.variant.needs_negative() {
+            for s in &styles {
+                let port = &s.ports(p.multi())[2];
+                if !connected(port) {
+                    return Err(BuildError::at(
+                        &["variant"],
+                        format!(
+                            "variant `{}` needs `inputs.{port}`",
+                            serde_json::to_value(p.variant)
+                                .expect("serialises")
+                                .as_str()
+                                .unwrap_or("?")
+                        ),
+                    )
+                    .help(
+                        "connect the negative images (an sd_sample node), or use variant = \"ti\"",
+                    ));
+                }
+            }
         }
         let source = ModelSource::resolve(&p.model, cx, "contrastive_train")?;
-        if !(p.token.starts_with('<') && p.token.ends_with('>') && p.token.len() > 2) {
-            return Err(BuildError::at(
-                &["token"],
-                "the token should look like `<name>` so it never collides with a word",
-            ));
-        }
-        for (k, v) in [
-            ("steps", p.steps),
-            ("batch_size", p.batch_size),
-            ("num_vectors", p.num_vectors),
-        ] {
+        for (k, v) in [("steps", p.steps), ("batch_size", p.batch_size)] {
             if v == 0 {
                 return Err(BuildError::at(&[k], format!("`{k}` must be at least 1")));
             }
@@ -237,12 +98,13 @@ impl NodeKind for ContrastiveTrainKind {
         if !(p.lr.is_finite() && p.lr > 0.0) {
             return Err(BuildError::at(&["lr"], "`lr` must be positive"));
         }
-        Ok(Box::new(ContrastiveTrain { p, source }))
+        Ok(Box::new(ContrastiveTrain { p, styles, source }))
     }
 }
 
 pub struct ContrastiveTrain {
     p: TrainParams,
+    styles: Vec<Style>,
     source: ModelSource,
 }
 
@@ -251,14 +113,21 @@ impl Node for ContrastiveTrain {
         1
     }
     fn inputs(&self) -> Vec<InputSpec> {
-        ContrastiveTrainKind.declared_inputs()
+        self.p.inputs(&self.styles)
     }
     fn outputs(&self) -> Vec<OutputSpec> {
-        vec![
-            OutputSpec {
+        let learned = match self.p.adapter {
+            AdapterKind::Embedding => OutputSpec {
                 name: "embedding",
                 ty: EMBEDDING,
             },
+            AdapterKind::Lora => OutputSpec {
+                name: "lora",
+                ty: LORA,
+            },
+        };
+        vec![
+            learned,
             OutputSpec {
                 name: "curves",
                 ty: CURVES,
@@ -291,17 +160,23 @@ impl Whole for ContrastiveTrain {
     fn run(&self, cx: &WholeCx) -> Result<BTreeMap<String, Vec<u8>>, NodeError> {
         let p = &self.p;
         let (mut sd, _tmp) = self.source.load(cx.store, cx.inputs)?;
-        let examples = dataset::load(
-            cx.store,
-            cx.inputs,
-            p.variant.needs_negative(),
-            p.resolution as u32,
-        )?;
+        let mut sets = Vec::with_capacity(self.styles.len());
+        for s in &self.styles {
+            let ports = s.ports(p.multi());
+            sets.push(dataset::load_ports(
+                cx.store,
+                cx.inputs,
+                [&ports[0], &ports[1], &ports[2]],
+                p.variant.needs_negative(),
+                p.resolution as u32,
+            )?);
+        }
         let (cfg, fresh) = prepare(p, &mut sd, cx.seed)?;
         let state = match cx
             .checkpoint
             .load()
             .and_then(|b| serde_json::from_slice::<TrainState>(&b).ok())
+            .filter(|s| s.params.len() == fresh.params.len())
         {
             Some(s) => {
                 (cx.warn)(format!("resuming from the checkpoint at step {}", s.step));
@@ -309,7 +184,15 @@ impl Whole for ContrastiveTrain {
             }
             None => fresh,
         };
-        let mut trainer = Trainer::new(&mut sd, &examples, cfg).map_err(err)?;
+        let adapter = cfg.adapter.clone();
+        let style_rows: Vec<(String, usize)> = self
+            .styles
+            .iter()
+            .map(|s| (s.token.clone(), s.num_vectors))
+            .collect();
+        let mut trainer =
+            Trainer::with_styles(&mut sd, sets.iter().map(Vec::as_slice).collect(), cfg)
+                .map_err(err)?;
         let mut save = |s: &TrainState| {
             cx.checkpoint
                 .save(&serde_json::to_vec(s).expect("state serialises"))
@@ -319,74 +202,130 @@ impl Whole for ContrastiveTrain {
         let done = trainer
             .run(state, p.checkpoint_every, &mut save, &status)
             .map_err(err)?;
-        // diffusers' learned_embeds.safetensors: {"<tok>": [n, hidden]}.
         let hidden = sd.text_encoder.config.hidden_size;
-        let rows = Tensor::from_vec(
-            done.params.clone(),
-            (p.num_vectors, hidden),
-            &candle_core::Device::Cpu,
-        )
-        .map_err(err)?;
         let tmp = tempfile::NamedTempFile::new().map_err(err)?;
-        candle_core::safetensors::save(
-            &std::collections::HashMap::from([(p.token.clone(), rows)]),
-            tmp.path(),
-        )
-        .map_err(err)?;
-        let embedding = std::fs::read(tmp.path()).map_err(err)?;
+        let (port, bytes) = match &adapter {
+            Adapter::Embedding => {
+                // diffusers' learned_embeds.safetensors: {"<tok>": [n, hidden]} per token.
+                let mut tensors = std::collections::HashMap::new();
+                let mut at = 0;
+                for (token, n) in style_rows {
+                    let rows = Tensor::from_vec(
+                        done.params[at..at + n * hidden].to_vec(),
+                        (n, hidden),
+                        &candle_core::Device::Cpu,
+                    )
+                    .map_err(err)?;
+                    at += n * hidden;
+                    tensors.insert(token, rows);
+                }
+                candle_core::safetensors::save(&tensors, tmp.path()).map_err(err)?;
+                ("embedding", std::fs::read(tmp.path()).map_err(err)?)
+            }
+            Adapter::Lora(layout) => {
+                let (lora, _) = layout
+                    .build(&done.params, &candle_core::Device::Cpu, false)
+                    .map_err(err)?;
+                lora.save(tmp.path()).map_err(err)?;
+                ("lora", std::fs::read(tmp.path()).map_err(err)?)
+            }
+        };
         let curves = done.curves.join("\n") + "\n";
         Ok(BTreeMap::from([
-            ("embedding".to_string(), embedding),
+            (port.to_string(), bytes),
             ("curves".to_string(), curves.into_bytes()),
         ]))
     }
 }
 
-/// The trainer's configuration and fresh state for `p` on `sd`, as the node trains: the
-/// token's vectors (`<tok>`, `<tok>_1`, …) are added to `sd`'s tokenizer and initialised from
-/// the first token of `initializer`; the captions' templates, the optimizer (and its default
-/// weight decay), `scale_lr` and the reference-code table decay follow `p`. Public so that
-/// tests train exactly as the node does.
+/// The first token of `word` in `sd`'s vocabulary, and its embedding row.
+fn initial_row(sd: &StableDiffusion, word: &str) -> Result<Vec<f32>, NodeError> {
+    let ids = sd.tokenizer.encode(word).map_err(NodeError::msg)?;
+    let id = *ids
+        .get(1)
+        .filter(|&&i| i != sd.tokenizer.eos)
+        .ok_or_else(|| NodeError::msg(format!("initializer {word:?} has no token")))?;
+    sd.text_encoder
+        .token_embedding
+        .get(id as usize)
+        .and_then(|t| t.to_dtype(DType::F32))
+        .and_then(|t| t.to_vec1())
+        .map_err(err)
+}
+
+/// The trainer's configuration and fresh state for `p` on `sd`, as the node trains.
+///
+/// Token embeddings: each style's vectors (`<tok>`, `<tok>_1`, …) are added to `sd`'s
+/// tokenizer and initialised from the first token of its `initializer`. One style draws with
+/// the pipeline `seed` itself; with `styles`, style `name` draws with a seed derived from
+/// `seed` and its name (so reordering the list changes no style's draws).
+///
+/// LoRA: the adapters of `p.lora` on the targeted UNet layers, `A` seeded from `seed`, `B`
+/// zero ([`LoraLayout::init`]); the token stays plain text.
+///
+/// The captions' templates, the optimizer (and its default weight decay), `scale_lr` and the
+/// reference-code table decay follow `p`. Public so that tests train exactly as the node
+/// does. `p` must be validated ([`TrainParams::validate`]).
 pub fn prepare(
     p: &TrainParams,
     sd: &mut StableDiffusion,
     seed: u64,
 ) -> Result<(TrainConfig, TrainState), NodeError> {
-    let init_ids = sd
-        .tokenizer
-        .encode(&p.initializer)
-        .map_err(NodeError::msg)?;
-    let init_id = *init_ids
-        .get(1)
-        .filter(|&&i| i != sd.tokenizer.eos)
-        .ok_or_else(|| NodeError::msg(format!("initializer {:?} has no token", p.initializer)))?;
+    let styles = p.resolved_styles().map_err(|e| NodeError::msg(e.message))?;
     let hidden = sd.text_encoder.config.hidden_size;
-    let init_row: Vec<f32> = sd
-        .text_encoder
-        .token_embedding
-        .get(init_id as usize)
-        .and_then(|t| t.to_dtype(DType::F32))
-        .and_then(|t| t.to_vec1())
-        .map_err(err)?;
-    let names: Vec<String> = std::iter::once(p.token.clone())
-        .chain((1..p.num_vectors).map(|i| format!("{}_{i}", p.token)))
-        .collect();
-    let mut token_ids = Vec::new();
-    for name in &names {
-        if sd.tokenizer.token_to_id(name).is_some() {
-            return Err(NodeError::msg(format!(
-                "token `{name}` is already in the model's vocabulary; choose another `token`"
-            )));
-        }
-        token_ids.push(sd.tokenizer.add_token(name).map_err(NodeError::msg)?);
+    let mut configs = Vec::with_capacity(styles.len());
+    let mut params = Vec::new();
+    for s in &styles {
+        let style_seed = if p.multi() {
+            noise::derive(seed, &format!("style {}", s.name), 0)
+        } else {
+            seed
+        };
+        let (token_ids, spelled) = match p.adapter {
+            AdapterKind::Embedding => {
+                let init_row = initial_row(sd, &s.initializer)?;
+                let names = s.vector_names();
+                let mut ids = Vec::new();
+                for name in &names {
+                    if sd.tokenizer.token_to_id(name).is_some() {
+                        return Err(NodeError::msg(format!(
+                            "token `{name}` is already in the model's vocabulary; choose another `token`"
+                        )));
+                    }
+                    ids.push(sd.tokenizer.add_token(name).map_err(NodeError::msg)?);
+                }
+                params.extend(init_row.iter().cycle().take(hidden * s.num_vectors));
+                (ids, names.join(" "))
+            }
+            AdapterKind::Lora => (Vec::new(), s.token.clone()),
+        };
+        let negative = p
+            .variant
+            .negative_caption_suffix()
+            .replace("{token}", &spelled);
+        configs.push(StyleConfig {
+            name: s.name.clone(),
+            token_ids,
+            positive_template: format!("{{caption}} in the style of {spelled}"),
+            negative_template: format!("{{caption}} {negative}"),
+            seed: style_seed,
+        });
     }
-    let spelled = names.join(" ");
-    let positive_template = format!("{{caption}} in the style of {spelled}");
-    let negative_template = p
-        .variant
-        .negative_caption_suffix()
-        .replace("{token}", &spelled);
-    let negative_template = format!("{{caption}} {negative_template}");
+    let adapter = match p.adapter {
+        AdapterKind::Embedding => Adapter::Embedding,
+        AdapterKind::Lora => {
+            let l = p.lora.clone().unwrap_or_default();
+            let sites = select_sites(&sd.unet.lora_sites(), &l.targets).map_err(NodeError::msg)?;
+            let layout = LoraLayout {
+                sites,
+                rank: l.rank,
+                scale: l.alpha.unwrap_or(l.rank as f64) / l.rank as f64,
+                projection: l.projection,
+            };
+            params = layout.init(seed).map_err(err)?;
+            Adapter::Lora(layout)
+        }
+    };
     let decay = p.weight_decay.unwrap_or(match p.optimizer {
         OptimizerKind::Adam => 0.0,
         OptimizerKind::Adamw => 1e-2,
@@ -398,12 +337,7 @@ pub fn prepare(
     };
     let fresh = TrainState {
         step: 0,
-        params: init_row
-            .iter()
-            .cycle()
-            .take(hidden * p.num_vectors)
-            .copied()
-            .collect(),
+        params,
         optimizer: match p.optimizer {
             OptimizerKind::Adam => Adam::adam(),
             OptimizerKind::Adamw => Adam::adamw(),
@@ -414,6 +348,9 @@ pub fn prepare(
         frozen_scale: 1.0,
         curves: Vec::new(),
     };
+    let table_decay = p.compat == Compat::ReferenceCode
+        && p.optimizer == OptimizerKind::Adamw
+        && p.adapter == AdapterKind::Embedding;
     let cfg = TrainConfig {
         variant: p.variant,
         compat: p.compat,
@@ -422,15 +359,9 @@ pub fn prepare(
         lr,
         schedule: p.schedule,
         flip: p.flip,
-        table_decay: if p.compat == Compat::ReferenceCode && p.optimizer == OptimizerKind::Adamw {
-            decay
-        } else {
-            0.0
-        },
-        token_ids,
-        positive_template,
-        negative_template,
-        seed,
+        table_decay: if table_decay { decay } else { 0.0 },
+        styles: configs,
+        adapter,
     };
     Ok((cfg, fresh))
 }

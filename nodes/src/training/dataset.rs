@@ -43,16 +43,35 @@ pub fn load(
     with_negatives: bool,
     size: u32,
 ) -> Result<Vec<Example>, NodeError> {
+    load_ports(
+        store,
+        inputs,
+        ["images", "captions", "negatives"],
+        with_negatives,
+        size,
+    )
+}
+
+/// Examples from the inputs named `ports` (images, captions, negatives; the negatives only
+/// if `with_negatives`), e.g. one style's `images_monet`, `captions_monet`,
+/// `negatives_monet`.
+pub fn load_ports(
+    store: &Store,
+    inputs: &Inputs,
+    ports: [&str; 3],
+    with_negatives: bool,
+    size: u32,
+) -> Result<Vec<Example>, NodeError> {
     let items = |port: &str| {
         inputs
             .get(port)
             .and_then(|a| a.items())
             .ok_or_else(|| NodeError::msg(format!("input `{port}` is missing")))
     };
-    let images = items("images")?;
-    let captions = items("captions")?;
+    let images = items(ports[0])?;
+    let captions = items(ports[1])?;
     let negatives = if with_negatives {
-        Some(items("negatives")?)
+        Some(items(ports[2])?)
     } else {
         None
     };
@@ -85,13 +104,17 @@ pub fn load(
     if !missing.is_empty() {
         let shown: Vec<&str> = missing.iter().take(8).map(String::as_str).collect();
         return Err(NodeError::msg(format!(
-            "{} training image(s) cannot be used: {}; every positive needs a caption (and a negative for this variant)",
+            "{} training image(s) of `{}` cannot be used: {}; every positive needs a caption (and a negative for this variant)",
             missing.len(),
+            ports[0],
             shown.join(", ")
         )));
     }
     if out.is_empty() {
-        return Err(NodeError::msg("no training images"));
+        return Err(NodeError::msg(format!(
+            "no training images in `{}`",
+            ports[0]
+        )));
     }
     Ok(out)
 }

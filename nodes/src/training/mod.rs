@@ -8,7 +8,9 @@
 //!   ([`Compat`]);
 //! - [`optimizer`]: [`Adam`] (PyTorch's `torch.optim.Adam` and `torch.optim.AdamW`), with a
 //!   serialisable state for bit-identical resume;
-//! - [`lr_schedule`]: [`LrSchedule`], diffusers' `get_scheduler` learning-rate schedules.
+//! - [`lr_schedule`]: [`LrSchedule`], diffusers' `get_scheduler` learning-rate schedules;
+//! - [`trainable`]: what is learned (token rows per style, or LoRA adapters on the UNet) as
+//!   one flat vector, and the segments the update rule projects over.
 //!
 //! Everything works on flattened `f32` vectors (the trainable rows are small); dot products
 //! and norms are taken in `f64`.
@@ -18,9 +20,12 @@ pub mod contrastive_train;
 pub mod dataset;
 pub mod lr_schedule;
 pub mod optimizer;
+pub mod train_params;
+pub mod trainable;
 pub mod trainer;
 pub mod update_rule;
 
 pub use lr_schedule::LrSchedule;
 pub use optimizer::Adam;
-pub use update_rule::{combine, Combined, Compat, Variant};
+pub use trainable::{Adapter, LoraLayout, Projection};
+pub use update_rule::{combine, combine_segments, Combined, Compat, Variant};

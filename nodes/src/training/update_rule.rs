@@ -297,6 +297,68 @@ pub fn combine(
     })
 }
 
+/// [`combine`] applied to each of `segments` on its own (ranges that tile `0..g_pos.len()` in
+/// order, e.g. one per LoRA tensor for a per-tensor projection), the updates concatenated.
+/// With one segment this is exactly [`combine`]. With several, the measurements describe the
+/// whole vectors: `cos_pos_neg` and the gradient norms over the whole vectors, and
+/// `removed_norm` / `added_norm` the norms of the concatenated removed / added projections
+/// (the segments are disjoint, so these are the root sum of the segments' squares).
+pub fn combine_segments(
+    variant: Variant,
+    compat: Compat,
+    segments: &[std::ops::Range<usize>],
+    g_pos: &[f32],
+    g_neg: Option<&[f32]>,
+    g_anc: Option<&[f32]>,
+) -> Result<Combined, String> {
+    let n = g_pos.len();
+    let tiles = segments.first().is_some_and(|s| s.start == 0)
+        && segments.last().is_some_and(|s| s.end == n)
+        && segments.windows(2).all(|w| w[0].end == w[1].start)
+        && segments.iter().all(|s| s.start < s.end);
+    if !tiles {
+        return Err(format!(
+            "the projection segments do not tile the {n} gradient entries"
+        ));
+    }
+    if let [only] = segments {
+        debug_assert_eq!(*only, 0..n);
+        return combine(variant, compat, g_pos, g_neg, g_anc);
+    }
+    for (name, g) in [("g_neg", g_neg), ("g_anc", g_anc)] {
+        if let Some(g) = g {
+            if g.len() != n {
+                return Err(format!(
+                    "{name} has {} elements but g_pos has {n}; all gradients must be flattened \
+                     over the same trainable parameters",
+                    g.len()
+                ));
+            }
+        }
+    }
+    let mut update = Vec::with_capacity(n);
+    let (mut removed, mut added) = (0.0f64, 0.0f64);
+    for seg in segments {
+        let c = combine(
+            variant,
+            compat,
+            &g_pos[seg.clone()],
+            g_neg.map(|g| &g[seg.clone()]),
+            g_anc.map(|g| &g[seg.clone()]),
+        )?;
+        update.extend(c.update);
+        removed += f64::from(c.removed_norm).powi(2);
+        added += f64::from(c.added_norm).powi(2);
+    }
+    let whole = combine(Variant::Ti, compat, g_pos, g_neg, g_anc)?;
+    Ok(Combined {
+        update,
+        removed_norm: removed.sqrt() as f32,
+        added_norm: added.sqrt() as f32,
+        ..whole
+    })
+}
+
 /// `proj(a, b) = (a·b / b·b) b`, in `f64`, with the zero-norm guard (an empty result for an
 /// empty input). Exposed for trainers that project other parameter sets (LoRA, per tensor).
 pub fn proj(a: &[f32], b: &[f32]) -> Vec<f32> {
@@ -664,6 +726,55 @@ mod tests {
         let text = schema.to_string();
         for name in ["ti", "cto", "ctoa", "ctm", "ctma"] {
             assert!(text.contains(&format!("\"{name}\"")), "{text}");
+        }
+    }
+
+    #[test]
+    fn segments_project_each_part_on_its_own() {
+        let (a, b, c) = (random(30, 1), random(30, 2), random(30, 3));
+        // One segment is `combine` itself, bit for bit.
+        let one = combine_segments(
+            Variant::Ctoa,
+            Compat::Paper,
+            std::slice::from_ref(&(0..30)),
+            &a,
+            Some(&b),
+            Some(&c),
+        )
+        .unwrap();
+        assert_eq!(
+            one,
+            run(Variant::Ctoa, Compat::Paper, &a, Some(&b), Some(&c))
+        );
+        // Per segment: each part of the CTO update is orthogonal to that part of g_neg.
+        let segs = [0..10, 10..25, 25..30];
+        let per = combine_segments(Variant::Cto, Compat::Paper, &segs, &a, Some(&b), None).unwrap();
+        let mut removed = 0.0;
+        for s in &segs {
+            let u = &per.update[s.clone()];
+            let d = dot(u, &b[s.clone()]);
+            assert!(d.abs() <= 1e-5 * norm(u) * norm(&b[s.clone()]), "{d}");
+            let part = run(
+                Variant::Cto,
+                Compat::Paper,
+                &a[s.clone()],
+                Some(&b[s.clone()]),
+                None,
+            );
+            assert_eq!(u, part.update.as_slice());
+            removed += f64::from(part.removed_norm).powi(2);
+        }
+        assert!((f64::from(per.removed_norm) - removed.sqrt()).abs() < 1e-6);
+        // … which is not the flat projection, and the measurements cover the whole vectors.
+        let flat = run(Variant::Cto, Compat::Paper, &a, Some(&b), None);
+        assert_ne!(per.update, flat.update);
+        assert_eq!(per.cos_pos_neg, flat.cos_pos_neg);
+        assert_eq!(per.g_pos_norm, flat.g_pos_norm);
+        // Segments must tile the vector.
+        let short = 0..10;
+        for bad in [&[0..10, 11..30][..], std::slice::from_ref(&short), &[][..]] {
+            let e = combine_segments(Variant::Ti, Compat::Paper, bad, &a, None, None).unwrap_err();
+            assert!(e.contains("tile"), "{e}");
         }
     }
 }

@@ -5,6 +5,9 @@
 //! needs one per sample), uses the tanh approximation of gelu, and its fused kernels give
 //! wrong gradients w.r.t. the text context. The architecture comes from `config.json`;
 //! unsupported options are errors ([`config::UNetConfig::check`]).
+//!
+//! A [`Lora`] can be attached ([`UNet::set_lora`]): its layers then add `scale · B(A x)` to
+//! the transformer blocks' linear layers they name ([`UNet::lora_sites`]).
 
 pub mod config;
 mod transformer;
@@ -15,6 +18,7 @@ use candle_core::{DType, Device, Tensor};
 
 use self::config::UNetConfig;
 use self::transformer::Transformer2D;
+use super::lora::{Lora, LoraSite};
 use super::nn::{nearest_2x, silu, Conv2d, GroupNorm, Linear, Result};
 use super::resnet::ResnetBlock;
 use super::weights::{component_file, Weights};
@@ -43,6 +47,7 @@ pub struct UNet {
     up: Vec<Up>,
     norm_out: GroupNorm,
     conv_out: Conv2d,
+    lora: Option<Lora>,
 }
 
 impl UNet {
@@ -193,7 +198,59 @@ impl UNet {
             norm_out: GroupNorm::load(w, "conv_norm_out", groups, ch[0], eps)?,
             conv_out: Conv2d::load(w, "conv_out", ch[0], config.out_channels, 3, 1, 1)?,
             config,
+            lora: None,
         })
+    }
+
+    /// Every linear layer a LoRA can adapt (the transformer blocks' attention projections
+    /// and feed-forward layers, and linear `proj_in`/`proj_out`), with diffusers' module names,
+    /// in forward order: down blocks, mid block, up blocks.
+    pub fn lora_sites(&self) -> Vec<LoraSite> {
+        let mut out = Vec::new();
+        for d in &self.down {
+            for a in &d.attentions {
+                a.sites(&mut out);
+            }
+        }
+        self.mid_attention.sites(&mut out);
+        for u in &self.up {
+            for a in &u.attentions {
+                a.sites(&mut out);
+            }
+        }
+        out
+    }
+
+    /// Attach `lora` (or detach with `None`). Every layer must name a [`Self::lora_sites`]
+    /// entry, with `A` `[rank, in]` and `B` `[out, rank]`; errors name the first that does not.
+    pub fn set_lora(&mut self, lora: Option<Lora>) -> std::result::Result<(), String> {
+        if let Some(l) = &lora {
+            let sites = self.lora_sites();
+            for (name, layer) in &l.layers {
+                let Some(site) = sites.iter().find(|s| &s.name == name) else {
+                    return Err(format!(
+                        "LoRA layer `{name}` names no linear layer of this UNet's transformer blocks"
+                    ));
+                };
+                let r = layer.rank();
+                if layer.a.dims() != [r, site.in_dim] || layer.b.dims() != [site.out_dim, r] {
+                    return Err(format!(
+                        "LoRA layer `{name}`: lora_A is {:?} and lora_B {:?}; this UNet needs [r, {}] and [{}, r]",
+                        layer.a.dims(),
+                        layer.b.dims(),
+                        site.in_dim,
+                        site.out_dim
+                    ));
+                }
+            }
+        }
+        self.lora = lora;
+        Ok(())
+    }
+
+    /// The attached LoRA, if any.
+    pub fn lora(&self) -> Option<&Lora> {
+        self.lora.as_ref()
     }
 
     /// The dtype the weights were loaded in.
@@ -226,6 +283,7 @@ impl UNet {
     /// The predicted noise (or velocity) for `sample` `[b, 4, h, w]` at `timesteps` `[b]`
     /// (one per sample), conditioned on `context` `[b, tokens, cross_attention_dim]`.
     pub fn forward(&self, sample: &Tensor, timesteps: &Tensor, context: &Tensor) -> Result<Tensor> {
+        let lora = self.lora.as_ref();
         let temb = self
             .time_2
             .forward(&silu(&self.time_1.forward(&self.time_proj(timesteps)?)?)?)?;
@@ -237,7 +295,7 @@ impl UNet {
             for (j, r) in d.resnets.iter().enumerate() {
                 x = r.forward(&x, Some(&temb))?;
                 if let Some(a) = d.attentions.get(j) {
-                    x = a.forward(&x, context)?;
+                    x = a.forward(&x, context, lora)?;
                 }
                 skips.push(x.clone());
             }
@@ -247,14 +305,14 @@ impl UNet {
             }
         }
         x = self.mid_resnets[0].forward(&x, Some(&temb))?;
-        x = self.mid_attention.forward(&x, context)?;
+        x = self.mid_attention.forward(&x, context, lora)?;
         x = self.mid_resnets[1].forward(&x, Some(&temb))?;
         for u in &self.up {
             for (j, r) in u.resnets.iter().enumerate() {
                 let skip = skips.pop().expect("a skip connection per up resnet");
                 x = r.forward(&Tensor::cat(&[&x, &skip], 1)?, Some(&temb))?;
                 if let Some(a) = u.attentions.get(j) {
-                    x = a.forward(&x, context)?;
+                    x = a.forward(&x, context, lora)?;
                 }
             }
             if let Some(us) = &u.upsample {
