@@ -57,8 +57,8 @@ impl Steps {
     fn cases(self) -> &'static [Case] {
         match self {
             Steps::Sample => &[Case::Sample],
-            Steps::Train => &[Case::Train],
-            Steps::Both => &[Case::Sample, Case::Train],
+            Steps::Train => &[Case::Train, Case::TrainCtoa],
+            Steps::Both => &[Case::Sample, Case::Train, Case::TrainCtoa],
         }
     }
 }
@@ -67,6 +67,9 @@ impl Steps {
 pub enum Case {
     Sample,
     Train,
+    /// One NSYNC (`ctoa`) step: three separate passes and the projected update.
+    #[value(name = "train_ctoa")]
+    TrainCtoa,
 }
 
 impl Case {
@@ -74,6 +77,7 @@ impl Case {
         match self {
             Case::Sample => "sample",
             Case::Train => "train",
+            Case::TrainCtoa => "train_ctoa",
         }
     }
 }

@@ -10,6 +10,9 @@
 //!   one learned row (a [`Var`]) through the CLIP text encoder, the UNet at
 //!   `[1, 4, 32, 32]`, the MSE against the noise, `backward()`, the learned row's gradient
 //!   ([`ti_loss`], the code the training node runs).
+//! - **train_ctoa**: one NSYNC step at the same size — three such passes (positive,
+//!   negative, anchor), each with its own backward, then [`combine`]'s projected update:
+//!   the cost of NSYNC over TI, which should stay within 3 passes / 1 pass.
 //!
 //! Each case times its step; the first call is a discarded warm-up when it is cheap
 //! (under [`WARMUP_UNDER_S`]), otherwise it counts as the first of the repeats (a warm-up
@@ -28,6 +31,7 @@ use nsync_nodes::diffusion::ti_loss::ti_loss;
 use nsync_nodes::diffusion::unet::config::UNetConfig;
 use nsync_nodes::diffusion::unet::UNet;
 use nsync_nodes::diffusion::weights::Weights;
+use nsync_nodes::training::update_rule::{combine, Compat, Variant};
 use serde_json::json;
 
 use super::sd::{Case, CaseResult};
@@ -191,7 +195,7 @@ pub(super) fn run_case(case: Case, threads: usize, repeats: usize) -> anyhow::Re
             })?;
             r.check = Some(check);
         }
-        Case::Train => {
+        Case::Train | Case::TrainCtoa => {
             eprintln!("  drawing the CLIP text encoder's and the SD 1.5 UNet's random weights…");
             let (te, n_te) = build_clip(0xc11b)?;
             let (unet, n_unet) = build_unet(0x5d15)?;
@@ -201,8 +205,17 @@ pub(super) fn run_case(case: Case, threads: usize, repeats: usize) -> anyhow::Re
             let config =
                 SchedulerConfig::from_json_str(SCHEDULER, Path::new("<SD 1.5 scheduler>"))?;
             let schedule = NoiseSchedule::from_config(&config)?;
-            let latents = gaussian(3, &[1, 4, 32, 32], &dev)?;
-            let noise = gaussian(4, &[1, 4, 32, 32], &dev)?;
+            // Positive, negative and anchor images (latents) with their noise; TI uses
+            // only the first.
+            let passes = if case == Case::Train { 1 } else { 3 };
+            let data = (0..passes)
+                .map(|i| {
+                    Ok((
+                        gaussian(3 + 2 * i, &[1, 4, 32, 32], &dev)?,
+                        gaussian(4 + 2 * i, &[1, 4, 32, 32], &dev)?,
+                    ))
+                })
+                .collect::<candle_core::Result<Vec<_>>>()?;
             let ids = Tensor::from_vec(prompt_ids(), (1, 77), &dev)?;
             // Initialised from the "painting" token's row, as TI starts from an initializer
             // token.
@@ -211,35 +224,50 @@ pub(super) fn run_case(case: Case, threads: usize, repeats: usize) -> anyhow::Re
             let mut stats = (0.0, 0usize, 0u64);
             measure(&mut r, repeats, || {
                 let t = Instant::now();
-                let step = ti_loss(
-                    &te,
-                    &unet,
-                    &schedule,
-                    PredictionType::Epsilon,
-                    &latents,
-                    &noise,
-                    &[500],
-                    &ids,
-                    &learned,
-                )?;
-                let forward = secs(t.elapsed());
-                let grads = step.loss.backward()?;
-                let total = secs(t.elapsed());
-                let g = grads
-                    .get(row.as_tensor())
-                    .context("no gradient reached the learned embedding")?;
-                let norm = g.sqr()?.sum_all()?.sqrt()?.to_scalar::<f32>()? as f64;
-                // Everything the gradient store still holds after the backward pass: the
-                // learned row's gradient, and those of the frozen weights (and inputs)
-                // that candle computes anyway.
-                let (mut n, mut bytes) = (0usize, 0u64);
-                for id in grads.get_ids() {
-                    if let Some(t) = grads.get_id(*id) {
-                        n += 1;
-                        bytes += (t.elem_count() * t.dtype().size_in_bytes()) as u64;
+                let (mut forward, mut grads_flat) = (0.0, Vec::new());
+                for (latents, noise) in &data {
+                    let f = Instant::now();
+                    let step = ti_loss(
+                        &te,
+                        &unet,
+                        &schedule,
+                        PredictionType::Epsilon,
+                        latents,
+                        noise,
+                        &[500],
+                        &ids,
+                        &learned,
+                    )?;
+                    forward += secs(f.elapsed());
+                    let grads = step.loss.backward()?;
+                    let g = grads
+                        .get(row.as_tensor())
+                        .context("no gradient reached the learned embedding")?;
+                    // Everything the gradient store still holds after the backward pass:
+                    // the learned row's gradient, and those of the frozen weights (and
+                    // inputs) that candle computes anyway.
+                    let (mut n, mut bytes) = (0usize, 0u64);
+                    for id in grads.get_ids() {
+                        if let Some(t) = grads.get_id(*id) {
+                            n += 1;
+                            bytes += (t.elem_count() * t.dtype().size_in_bytes()) as u64;
+                        }
                     }
+                    stats.1 = n;
+                    stats.2 = bytes;
+                    grads_flat.push(g.flatten_all()?.to_vec1::<f32>()?);
                 }
-                stats = (norm, n, bytes);
+                let update = match grads_flat.as_slice() {
+                    [pos] => pos.clone(),
+                    [pos, neg, anc] => {
+                        combine(Variant::Ctoa, Compat::Paper, pos, Some(neg), Some(anc))
+                            .map_err(anyhow::Error::msg)?
+                            .update
+                    }
+                    _ => unreachable!("one or three passes"),
+                };
+                let total = secs(t.elapsed());
+                stats.0 = update.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
                 Ok(Run {
                     total,
                     forward: Some(forward),

@@ -14,7 +14,7 @@ const NO_REFERENCE: &str = "not measured (pass --reference-json; bench/sd.sh doe
 fn targets(case: Case) -> (f64, f64) {
     match case {
         Case::Sample => (1.0, 1.2),
-        Case::Train => (1.5, 1.2),
+        Case::Train | Case::TrainCtoa => (1.5, 1.2),
     }
 }
 
@@ -22,6 +22,7 @@ fn describe(case: Case) -> &'static str {
     match case {
         Case::Sample => "sample: one guided UNet call, 512 px (latents 2×4×64×64, context 2×77×768)",
         Case::Train => "train: one TI step, 256 px (text encoder → UNet 1×4×32×32 → MSE → backward to the learned row)",
+        Case::TrainCtoa => "train_ctoa: one NSYNC (ctoa) step, 256 px: positive, negative and anchor passes, each with its own backward, then the projected update",
     }
 }
 
@@ -37,6 +38,7 @@ fn fmt_opt_s(t: Option<f64>) -> String {
 pub(super) fn report(a: &SdBenchArgs, r: &SdResults) -> String {
     let mut l = machine_section(a, r);
     l.extend(results_section(r));
+    l.extend(nsync_cost_section(r));
     l.extend(details_section(r));
     let mut o = l.join("\n");
     o.push('\n');
@@ -141,6 +143,41 @@ fn results_section(r: &SdResults) -> Vec<String> {
     l.push("Ratios are nsync / PyTorch: above 1× nsync is slower or larger. Peak RSS is the whole process (weights included).".into());
     l.push(String::new());
     l
+}
+
+/// NSYNC's cost over Textual Inversion on this side: three passes against one.
+fn nsync_cost_section(r: &SdResults) -> Vec<String> {
+    let get = |c: Case| {
+        r.nsync
+            .iter()
+            .find(|(k, _)| *k == c)
+            .and_then(|(_, v)| v.as_ref().ok())
+    };
+    let (Some(ti), Some(ctoa)) = (get(Case::Train), get(Case::TrainCtoa)) else {
+        return Vec::new();
+    };
+    let tx = ctoa.best_s / ti.best_s;
+    let mx = ctoa.peak_rss_kib as f64 / ti.peak_rss_kib as f64;
+    vec![
+        "### NSYNC step vs Textual Inversion step (nsync, same machine)".into(),
+        String::new(),
+        "| | TI step | CTOA step | ratio | target | result |".into(),
+        "|---|---|---|---|---|---|".into(),
+        format!(
+            "| time | {} | {} | {} | ≤ 3.0× (3 passes / 1 pass); the paper's GPU: 1 h 45 min / 1 h 05 min ≈ 1.6× | {} |",
+            fmt_s(ti.best_s),
+            fmt_s(ctoa.best_s),
+            fmt_x(tx),
+            pass(tx <= 3.0)
+        ),
+        format!(
+            "| peak RSS | {} | {} | {} | — | — |",
+            fmt_gib(ti.peak_rss_kib),
+            fmt_gib(ctoa.peak_rss_kib),
+            fmt_x(mx)
+        ),
+        String::new(),
+    ]
 }
 
 fn details_section(r: &SdResults) -> Vec<String> {
