@@ -18,4 +18,4 @@ pub mod clip_vision;
 pub mod csd;
 pub mod inception;
 pub mod preprocess;
-pub mod stats;
+pub use nsync_metrics as stats;
