@@ -1,10 +1,12 @@
-//! Strict weight loading from safetensors files.
+//! Strict weight loading from safetensors files (and PyTorch checkpoints).
 //!
 //! Every tensor a model asks for must exist with the expected shape, and every tensor in
 //! the file must be used (or be on a short list of known buffers): a missing, unexpected or
 //! mis-shaped tensor is an error naming the file and the tensor, never a silent random
 //! initialisation (candle's `VarBuilder` substitutes values for some missing tensors).
 //! Half-precision files (`*.fp16.safetensors`) are converted to the requested dtype.
+//! PyTorch checkpoints (`.pth`/`.pt`, zip or legacy format) are read by [`Weights::load_pth`]
+//! (`weights/pth.rs`) for the evaluation networks that are published only as pickles.
 
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
@@ -13,6 +15,8 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 
 use super::ModelError;
+
+mod pth;
 
 pub struct Weights {
     path: PathBuf,
@@ -52,17 +56,48 @@ pub fn component_file(dir: &Path, stem: &str) -> Result<PathBuf, ModelError> {
 }
 
 impl Weights {
+    /// A safetensors file, or a PyTorch checkpoint when the name ends in `.pth` or `.pt`
+    /// (then [`Self::load_pth`] with no key).
     pub fn load(path: &Path, dtype: DType, device: &Device) -> Result<Weights, ModelError> {
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+        if ext.eq_ignore_ascii_case("pth") || ext.eq_ignore_ascii_case("pt") {
+            return Self::load_pth(path, None, dtype, device);
+        }
         let tensors = candle_core::safetensors::load(path, device)
             .map_err(|e| ModelError::bad(path, format!("cannot read safetensors: {e}")))?;
-        Ok(Weights {
+        Ok(Self::from_file_tensors(path, tensors, dtype))
+    }
+
+    /// A PyTorch checkpoint written by `torch.save`, in the zip format (torch >= 1.6) or the
+    /// legacy one (torch < 1.6, the format of many published weights). `key`: the entry of
+    /// a checkpoint dict that holds the state dict (e.g. `Some("model_state_dict")`); `None`
+    /// when the file is the state dict itself. Only tensors are kept; other values are
+    /// skipped.
+    pub fn load_pth(
+        path: &Path,
+        key: Option<&str>,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Weights, ModelError> {
+        let mut tensors = HashMap::new();
+        for (name, t) in pth::read(path, key).map_err(|e| ModelError::bad(path, e))? {
+            let t = t
+                .to_device(device)
+                .map_err(|e| ModelError::bad(path, format!("tensor `{name}`: {e}")))?;
+            tensors.insert(name, t);
+        }
+        Ok(Self::from_file_tensors(path, tensors, dtype))
+    }
+
+    fn from_file_tensors(path: &Path, tensors: HashMap<String, Tensor>, dtype: DType) -> Weights {
+        Weights {
             path: path.to_path_buf(),
             tensors,
             used: RefCell::new(BTreeSet::new()),
             dtype,
             random: None,
             made: RefCell::new(HashMap::new()),
-        })
+        }
     }
 
     /// Weights that do not exist yet: each tensor a model asks for is drawn from `seed` and

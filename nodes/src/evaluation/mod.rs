@@ -9,13 +9,22 @@
 //! - [`clip_vision`]: transformers' `CLIPVisionModelWithProjection` (ViT-L/14-336 for CMMD);
 //! - [`csd`]: the Contrastive Style Descriptor (OpenAI CLIP ViT-L/14 vision tower + style head);
 //! - [`stats`]: the estimators — FID (f64, symmetric eigendecompositions), KID (seeded
-//!   subsets), CMMD (biased Gaussian MMD), the paper's CSD score, bootstrap intervals.
+//!   subsets), CMMD (biased Gaussian MMD), the paper's CSD score, bootstrap intervals; a
+//!   crate of their own (`metrics/`), so that its linear algebra is optimised even in test
+//!   builds and its tests build without candle.
 //!
 //! The `evaluate` node and `nsync eval` are built on these. See `shared/docs/metrics.md`
 //! for the definitions every module here follows.
 
+pub mod artifacts;
 pub mod clip_vision;
 pub mod csd;
+pub mod evaluate;
+pub mod evaluator;
+pub mod extractor;
 pub mod inception;
 pub mod preprocess;
+pub mod report;
 pub use nsync_metrics as stats;
+pub mod tiny_evaluators;
+pub mod vit;

@@ -182,6 +182,16 @@ fn enumerate(
     Ok((root.to_path_buf(), files))
 }
 
+/// The image files under `path` (a folder, a file or a glob) with their item ids (relative
+/// paths without extension), sorted by id — as the `images` node lists them.
+pub fn list_images(path: &Path, recursive: bool) -> Result<Vec<(String, PathBuf)>, NodeError> {
+    let (base, files) = enumerate(path, &path.to_string_lossy(), recursive)?;
+    let mut v: Vec<(String, PathBuf)> =
+        files.into_iter().map(|f| (item_id(&base, &f), f)).collect();
+    v.sort();
+    Ok(v)
+}
+
 fn item_id(base: &Path, file: &Path) -> String {
     let rel = file.strip_prefix(base).unwrap_or(file);
     let rel = rel.with_extension("");
