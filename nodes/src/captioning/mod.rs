@@ -11,6 +11,9 @@
 //!   [`layers`], [`fast_ops`] (fused CPU GELU and softmax), [`generate`] (greedy decoding);
 //! - [`tiny_blip`]: [`write_tiny_blip`], a tiny random captioner for demos and tests.
 //!
+//! Nodes: [`caption_node`] (`caption`, per item, with human overrides), [`tiny_captioner`]
+//! (`tiny_captioner`), and the [`caption_model::CAPTION_MODEL`] artifact they share.
+//!
 //! Parity with transformers 5.24 on a tiny random model: `nodes/tests/blip_parity.rs`
 //! against `tests/fixtures/caption/`, written by `tools/make_blip_fixtures.py`.
 //!
@@ -32,11 +35,14 @@ pub mod blip_preprocess;
 pub mod blip_text;
 pub mod blip_vision;
 pub mod caption_error;
+pub mod caption_model;
+pub mod caption_node;
 pub mod fast_ops;
 pub mod generate;
 pub mod layers;
 pub mod pil_resize;
 pub mod tiny_blip;
+pub mod tiny_captioner;
 
 pub use bert_tokenizer::BlipTokenizer;
 pub use blip_captioner::{BlipCaptioner, Caption};

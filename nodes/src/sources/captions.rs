@@ -115,7 +115,7 @@ pub fn normalise(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-fn read_table(path: &Path, csv: bool) -> Result<BTreeMap<String, String>, NodeError> {
+pub(crate) fn read_table(path: &Path, csv: bool) -> Result<BTreeMap<String, String>, NodeError> {
     let err = |m: String| NodeError::msg(format!("{}: {m}", path.display()));
     let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
     let mut out = BTreeMap::new();
