@@ -70,6 +70,11 @@ pub enum Command {
     Check { pipeline: PathBuf },
     /// Generate one image with Stable Diffusion, outside any pipeline.
     Sample(SampleArgs),
+    /// Caption images with a captioning model (BLIP), outside any pipeline.
+    Caption(crate::commands::caption::CaptionArgs),
+    /// CSD, CMMD, KID and FID of generated image folders against real ones, outside any
+    /// pipeline (the same code as the `evaluate` node).
+    Eval(EvalArgs),
     /// Models: write tiny random ones for tests and demos.
     Model {
         #[command(subcommand)]
@@ -137,9 +142,59 @@ pub struct SampleArgs {
     /// a `contrastive_train` node's `lora` output).
     #[arg(long, value_name = "FILE")]
     pub lora: Option<PathBuf>,
+    /// Precision of the text encoder and UNet (the VAE stays f32); half precision is for GPU
+    /// builds: on the CPU candle runs it slower than f32, and less precisely.
+    #[arg(long, default_value = "f32", value_parser = ["f32", "f16", "bf16"])]
+    pub dtype: String,
     /// Output PNG.
     #[arg(long, value_name = "PNG")]
     pub out: PathBuf,
+}
+
+#[derive(Args)]
+pub struct EvalArgs {
+    /// The real images: a folder, a file or a glob.
+    #[arg(long, value_name = "DIR")]
+    pub real: PathBuf,
+    /// A generated set: `DIR` or `NAME=DIR` (repeatable; one table row each).
+    #[arg(long, value_name = "[NAME=]DIR", required = true)]
+    pub fake: Vec<String>,
+    /// Comma-separated metrics.
+    #[arg(long, default_value = "csd,cmmd,kid,fid", value_delimiter = ',')]
+    pub metrics: Vec<String>,
+    /// Inception weights: pytorch-fid's pt_inception-2015-12-05-6726825d.pth (or safetensors).
+    #[arg(long, value_name = "PATH")]
+    pub inception: Option<PathBuf>,
+    /// CLIP ViT-L/14-336 folder (Hugging Face layout).
+    #[arg(long, value_name = "PATH")]
+    pub clip: Option<PathBuf>,
+    /// CSD checkpoint (the authors' checkpoint.pth, or safetensors).
+    #[arg(long, value_name = "PATH")]
+    pub csd: Option<PathBuf>,
+    /// `tf2015` (standard FID) or `torchvision` (the paper's backbone).
+    #[arg(long, default_value = "tf2015", value_parser = ["tf2015", "torchvision"])]
+    pub fid_backbone: String,
+    /// `pytorch_fid` (bilinear, no antialias) or `clean` (clean-fid's PIL bicubic).
+    #[arg(long, default_value = "pytorch_fid", value_parser = ["pytorch_fid", "clean"])]
+    pub fid_resize: String,
+    #[arg(long, default_value_t = 100)]
+    pub kid_subsets: usize,
+    /// Default: min(n_real, n_fake, 1000).
+    #[arg(long)]
+    pub kid_subset_size: Option<usize>,
+    /// Bootstrap replicates for confidence intervals (0: none).
+    #[arg(long, default_value_t = 0)]
+    pub bootstrap: usize,
+    #[arg(long, default_value_t = 0.95)]
+    pub confidence: f64,
+    /// Seed of KID's subsets and the bootstrap.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, default_value_t = 16)]
+    pub batch_size: usize,
+    /// Print one JSON object (the metrics table) instead of Markdown.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -198,8 +253,8 @@ pub enum CacheCommand {
 
 #[derive(Subcommand)]
 pub enum ModelCommand {
-    /// Write a complete tiny random Stable Diffusion in diffusers layout (loadable by nsync
-    /// and by diffusers' `StableDiffusionPipeline.from_pretrained`).
+    /// Write a tiny random model: by default a complete Stable Diffusion in diffusers layout
+    /// (loadable by nsync and by diffusers' `StableDiffusionPipeline.from_pretrained`).
     InitTiny {
         /// Destination folder (must not hold a model).
         dir: PathBuf,
@@ -207,7 +262,22 @@ pub enum ModelCommand {
         seed: u64,
         #[arg(long, value_enum, default_value_t = TinyVariantArg::Sd15)]
         variant: TinyVariantArg,
+        /// What to write: `sd`, `evaluators` (`inception.safetensors`, `clip/`,
+        /// `csd.safetensors` for `nsync eval` and `evaluate`), or `captioner` (a BLIP folder
+        /// for `nsync caption` and the `caption` node).
+        #[arg(long, value_enum, default_value_t = TinyKindArg::Sd)]
+        kind: TinyKindArg,
     },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TinyKindArg {
+    /// Stable Diffusion (diffusers layout).
+    Sd,
+    /// Feature extractors for the metrics (random Inception, narrow CLIP and CSD).
+    Evaluators,
+    /// A BLIP captioner (Hugging Face layout) for `nsync caption` and the `caption` node.
+    Captioner,
 }
 
 #[derive(Clone, Copy, ValueEnum)]

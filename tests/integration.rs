@@ -4,9 +4,11 @@ mod integration {
     pub mod util;
 
     mod caching;
+    mod captioning;
     mod cli;
     mod crash_and_concurrency;
     mod diffusion;
+    mod evaluation;
     mod images;
     mod invalid;
 }

@@ -27,11 +27,19 @@ pub fn registry() -> Registry {
 pub fn register_all(r: &mut Registry) {
     r.register(sources::images::ImagesKind);
     r.register(sources::captions::CaptionsKind);
+    r.register(captioning::caption_node::CaptionKind);
+    r.register(captioning::tiny_captioner::TinyCaptionerKind);
     r.register(prompts::prompt_template::PromptTemplateKind);
     r.register(diffusion::tiny_sd::TinySdKind);
     r.register(diffusion::sd_sample::SdSampleKind);
     r.register(training::contrastive_train::ContrastiveTrainKind);
+    r.register(evaluation::evaluate::EvaluateKind);
+    r.register(evaluation::tiny_evaluators::TinyEvaluatorsKind);
     r.register_type(diffusion::model_artifact::SD_MODEL);
+    r.register_type(captioning::caption_model::CAPTION_MODEL);
+    r.register_type(evaluation::artifacts::METRICS);
+    r.register_type(evaluation::artifacts::METRICS_REPORT);
+    r.register_type(evaluation::artifacts::EVAL_MODELS);
     r.register_type(training::artifacts::EMBEDDING);
     r.register_type(training::artifacts::LORA);
     r.register_type(training::artifacts::CURVES);

@@ -2,7 +2,9 @@
 
 pub mod bench;
 pub mod cache;
+pub mod caption;
 pub mod dag;
+pub mod eval;
 pub mod explain;
 pub mod export;
 pub mod model;
@@ -47,6 +49,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             &to,
             port.as_deref(),
         ),
+        Command::Eval(a) => eval::eval(a),
         Command::Dag { pipeline, format } => dag::dag(&registry, &pipeline, format),
         Command::Runs { command } => runs::runs(&cache_dir, command),
         Command::Cache { command } => cache::cache(&cache_dir, command),
@@ -64,6 +67,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Err(code) => code,
         }),
         Command::Sample(a) => sample::sample(a),
+        Command::Caption(a) => caption::caption(a),
         Command::Model { command } => model::model(command),
         Command::Bench { command } => bench::bench(command),
     }
