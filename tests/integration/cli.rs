@@ -153,8 +153,8 @@ fn dag_in_three_formats() {
             .stdout,
     )
     .unwrap();
-    assert_eq!(json["nodes"].as_array().unwrap().len(), 10);
-    assert_eq!(json["edges"].as_array().unwrap().len(), 13);
+    assert_eq!(json["nodes"].as_array().unwrap().len(), 16);
+    assert_eq!(json["edges"].as_array().unwrap().len(), 22);
 }
 
 #[test]
