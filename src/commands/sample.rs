@@ -7,7 +7,10 @@ use anyhow::{bail, Context};
 use candle_core::DType;
 use nsync_nodes::diffusion::lora::Lora;
 use nsync_nodes::diffusion::pipeline::StableDiffusion;
-use nsync_nodes::diffusion::sampler::{decode, denoise, initial_latents, to_rgb8, SampleSettings};
+use nsync_nodes::diffusion::precision::SampleDtype;
+use nsync_nodes::diffusion::sampler::{
+    decode, denoise, initial_latents, latent_shape, to_rgb8, SampleSettings,
+};
 use nsync_nodes::diffusion::schedulers::SchedulerKind;
 use nsync_nodes::diffusion::sd_sample::device;
 use nsync_nodes::sources::decode::encode_png;
@@ -26,7 +29,8 @@ fn parse_size(s: &str) -> anyhow::Result<(usize, usize)> {
 
 pub fn sample(a: SampleArgs) -> anyhow::Result<ExitCode> {
     let device = device();
-    let mut sd = StableDiffusion::from_dir(&a.model, DType::F32, &device)?;
+    let dtype = SampleDtype::parse(&a.dtype).map_err(anyhow::Error::msg)?;
+    let mut sd = StableDiffusion::from_dir(&a.model, dtype.dtype(), &device)?;
     for e in &a.embedding {
         let tokens = sd.load_embeddings(e)?;
         eprintln!("loaded {} from {}", tokens.join(", "), e.display());
@@ -69,15 +73,15 @@ pub fn sample(a: SampleArgs) -> anyhow::Result<ExitCode> {
             let lat = t
                 .remove("latents")
                 .with_context(|| format!("{} has no tensor named `latents`", f.display()))?;
-            let expected = initial_latents(&sd, &settings, a.seed)?;
-            if lat.dims() != expected.dims() {
+            let expected = latent_shape(&sd, &settings)?;
+            if lat.dims() != expected {
                 bail!(
                     "{}: `latents` has shape {:?}; {}x{} needs {:?}",
                     f.display(),
                     lat.dims(),
                     width,
                     height,
-                    expected.dims()
+                    expected
                 );
             }
             lat.to_dtype(DType::F32)?

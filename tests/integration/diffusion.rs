@@ -475,3 +475,154 @@ fn lora_training_feeds_sd_sample_and_the_sample_command() {
         text(&out.stderr)
     );
 }
+
+/// The reproduction pipeline: the base's negative prompts through the committed fixture
+/// model, each item starting from the latents in `latents.safetensors`.
+fn init_latents_pipeline(model: &std::path::Path, init: &str) -> String {
+    format!(
+        r#"extends = "base.toml"
+[pipeline]
+name = "reproduce"
+[models.fixture]
+path = "{}"
+[nodes.reproduced]
+kind = "sd_sample"
+inputs = {{ prompts = "negative_prompts" }}
+model = "fixture"
+steps = 5
+guidance = 7.5
+width = 64
+height = 64
+negative_prompt = "blurry"
+{init}
+"#,
+        model.display()
+    )
+}
+
+/// `init_latents` in a pipeline: each item starts from its own tensor of a safetensors file
+/// and gives exactly the image of `nsync sample --init-latents` with the same latents and
+/// prompts; the tensor's digest (not the path) keys the item, so editing one item's latents
+/// recomputes that image alone; an item without latents is an error naming it.
+#[test]
+fn init_latents_reproduce_the_sample_command_in_a_pipeline() {
+    use std::collections::HashMap;
+
+    use candle_core::{Device, Tensor};
+
+    let p = Project::demo();
+    let fx = repo().join("tests/fixtures/sd/sd15");
+    let model = fx.join("model");
+    let base = candle_core::safetensors::load(fx.join("init_latents.safetensors"), &Device::Cpu)
+        .unwrap()
+        .remove("latents")
+        .unwrap();
+    let ids: Vec<String> = {
+        let mut v: Vec<String> = std::fs::read_dir(p.path("pipelines/data/monet/train"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|f| f.extension().is_some_and(|e| e == "jpg"))
+            .map(|f| f.file_stem().unwrap().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(ids.len(), 8);
+    let latents_of = |i: usize| (&base * (1.0 - 0.05 * i as f64)).unwrap();
+    let write_latents = |path: &str, tensors: HashMap<String, Tensor>| {
+        candle_core::safetensors::save(&tensors, p.path(path)).unwrap();
+    };
+    let all: HashMap<String, Tensor> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.clone(), latents_of(i)))
+        .collect();
+    write_latents("pipelines/latents.safetensors", all.clone());
+    let file = init_latents_pipeline(&model, "init_latents = \"latents.safetensors\"");
+    p.write("pipelines/reproduce.toml", &file);
+    let s = p.run_ok("pipelines/reproduce.toml");
+    assert_eq!(node(&s, "reproduced"), ("executed".into(), 8, 0), "{s}");
+    for n in ["reproduced", "negative_prompts"] {
+        let out = p.nsync(&["export", "pipelines/reproduce.toml", n, "--to", n]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+
+    // The same image from the sample command, for two items.
+    for i in [0, 5] {
+        let id = &ids[i];
+        write_latents(
+            "one.safetensors",
+            HashMap::from([("latents".to_string(), latents_of(i))]),
+        );
+        let prompt =
+            std::fs::read_to_string(p.path(&format!("negative_prompts/{id}.txt"))).unwrap();
+        let run = p.nsync(&[
+            "sample",
+            "--model",
+            model.to_str().unwrap(),
+            "--prompt",
+            &prompt,
+            "--negative-prompt",
+            "blurry",
+            "--steps",
+            "5",
+            "--guidance",
+            "7.5",
+            "--size",
+            "64x64",
+            "--init-latents",
+            p.path("one.safetensors").to_str().unwrap(),
+            "--out",
+            p.path("one.png").to_str().unwrap(),
+        ]);
+        assert!(run.status.success(), "{}", text(&run.stderr));
+        assert_eq!(
+            std::fs::read(p.path("one.png")).unwrap(),
+            std::fs::read(p.path(&format!("reproduced/{id}.png"))).unwrap(),
+            "item {id}: the pipeline's image is the sample command's"
+        );
+    }
+
+    // Without the latents the items start from seeded noise: other images, other keys.
+    p.write(
+        "pipelines/seeded.toml",
+        &init_latents_pipeline(&model, "").replace("\"reproduce\"", "\"seeded\""),
+    );
+    let s = p.run_ok("pipelines/seeded.toml");
+    assert_eq!(node(&s, "reproduced"), ("executed".into(), 8, 0), "{s}");
+    let out = p.nsync(&[
+        "export",
+        "pipelines/seeded.toml",
+        "reproduced",
+        "--to",
+        "seeded",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_ne!(
+        std::fs::read(p.path(&format!("seeded/{}.png", ids[0]))).unwrap(),
+        std::fs::read(p.path(&format!("reproduced/{}.png", ids[0]))).unwrap()
+    );
+
+    // The path is not in the key; one item's new latents recompute that item only.
+    let mut edited = all.clone();
+    edited.insert(ids[3].clone(), latents_of(7));
+    write_latents("pipelines/moved.safetensors", edited);
+    p.write(
+        "pipelines/reproduce.toml",
+        &file.replace("latents.safetensors", "moved.safetensors"),
+    );
+    let s = p.run_ok("pipelines/reproduce.toml");
+    assert_eq!(node(&s, "reproduced"), ("executed".into(), 1, 7), "{s}");
+
+    // An item without latents is an error naming it.
+    let mut partial = all;
+    partial.remove(&ids[2]);
+    write_latents("pipelines/moved.safetensors", partial);
+    let out = p.nsync(&["run", "pipelines/reproduce.toml"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("no initial latents for 1 item(s)") && err.contains(&ids[2]),
+        "{err}"
+    );
+}

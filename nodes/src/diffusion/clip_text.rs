@@ -9,10 +9,11 @@
 
 use std::path::Path;
 
-use candle_core::{DType, Device, Module, Tensor, D};
+use candle_core::{DType, Device, Module, Tensor};
 use serde::Deserialize;
 
 use super::nn::{LayerNorm, Linear};
+use super::precision;
 use super::weights::{component_file, Weights};
 use super::ModelError;
 
@@ -197,9 +198,11 @@ impl ClipTextModel {
             let q = split((l.q.forward(&y)? * scale)?)?;
             let k = split(l.k.forward(&y)?)?;
             let v = split(l.v.forward(&y)?)?;
-            let att = q.matmul(&k.t()?)?.broadcast_add(&mask)?;
-            let att = candle_nn::ops::softmax(&att, D::Minus1)?;
-            let y = att.matmul(&v)?.transpose(1, 2)?.reshape((b, s, h))?;
+            let att = precision::matmul(&q, &k.t()?)?.broadcast_add(&mask)?;
+            let att = precision::softmax_last(&att)?;
+            let y = precision::matmul(&att, &v)?
+                .transpose(1, 2)?
+                .reshape((b, s, h))?;
             x = (r + l.out.forward(&y)?)?;
             let r = x.clone();
             let y = l.fc1.forward(&l.ln2.forward(&x)?)?;

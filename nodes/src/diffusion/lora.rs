@@ -28,6 +28,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 
+use super::precision;
 use super::ModelError;
 
 /// A linear layer a LoRA can adapt: its diffusers module name and sizes.
@@ -94,9 +95,8 @@ pub struct LoraLayer {
 impl LoraLayer {
     /// The adapter's term for `x` `[..., in]`: `scale · (x Aᵀ) Bᵀ`, PEFT's order.
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let h = x
-            .broadcast_matmul(&self.a.t()?)?
-            .broadcast_matmul(&self.b.t()?)?;
+        let h = precision::broadcast_matmul(x, &self.a.t()?)?;
+        let h = precision::broadcast_matmul(&h, &self.b.t()?)?;
         if self.scale == 1.0 {
             Ok(h)
         } else {

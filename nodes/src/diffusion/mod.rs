@@ -4,9 +4,11 @@
 //! the CLIP text encoder with injectable token embeddings ([`clip_text`]). The text encoder, UNet, VAE, schedulers
 //! and the `sd_sample` node follow (issue 3).
 
+pub mod chunked_attention;
 pub mod clip_text;
 pub mod clip_tokenizer;
 pub mod frozen_grad;
+pub mod init_latents;
 pub mod lora;
 pub mod model_artifact;
 pub mod model_error;
@@ -14,6 +16,7 @@ pub mod model_source;
 pub mod nn;
 pub mod noise;
 pub mod pipeline;
+pub mod precision;
 pub mod resnet;
 pub mod sampler;
 pub mod schedulers;

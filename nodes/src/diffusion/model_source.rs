@@ -56,11 +56,21 @@ impl ModelSource {
         store: &Store,
         inputs: &Inputs,
     ) -> Result<(StableDiffusion, Option<tempfile::TempDir>), NodeError> {
+        self.load_as(store, inputs, DType::F32)
+    }
+
+    /// [`Self::load`] with the text encoder and the UNet in `dtype` (the VAE stays f32).
+    pub fn load_as(
+        &self,
+        store: &Store,
+        inputs: &Inputs,
+        dtype: DType,
+    ) -> Result<(StableDiffusion, Option<tempfile::TempDir>), NodeError> {
         let device = device();
         let err = |e: super::SdError| NodeError::msg(e.to_string());
         match self {
             ModelSource::Folder(path) => Ok((
-                StableDiffusion::from_dir(path, DType::F32, &device).map_err(err)?,
+                StableDiffusion::from_dir(path, dtype, &device).map_err(err)?,
                 None,
             )),
             ModelSource::Input => {
@@ -69,7 +79,7 @@ impl ModelSource {
                     .ok_or_else(|| NodeError::msg("input `model` is missing"))?;
                 let tmp = unpack(&store.get_blob(&art.digest())?)
                     .map_err(|e| NodeError::msg(e.to_string()))?;
-                let sd = StableDiffusion::from_dir(tmp.path(), DType::F32, &device).map_err(err)?;
+                let sd = StableDiffusion::from_dir(tmp.path(), dtype, &device).map_err(err)?;
                 Ok((sd, Some(tmp)))
             }
         }

@@ -3,13 +3,18 @@
 //! Every layer here records a backward pass (composite layer norm, group norm and softmax,
 //! never the fused kernels that cut the graph), because Textual Inversion differentiates
 //! through the text encoder and the UNet. Linear layers and convolutions give their (frozen)
-//! weights no gradient ([`super::frozen_grad`]).
+//! weights no gradient ([`super::frozen_grad`]). Where nothing needs a gradient
+//! (sampling), attention runs in blocks ([`super::chunked_attention`]), with the same bits.
+//!
+//! Half precision ([`super::precision`]): group norm statistics and softmax sums are taken
+//! in f32, and bf16 products on the CPU (which has no bf16 kernels) are computed in f32.
 
-use candle_core::{Tensor, D};
+use candle_core::{DType, Tensor, D};
 
-use super::frozen_grad;
+use super::precision::{self, cpu_bf16, is_half};
 use super::weights::Weights;
 use super::ModelError;
+use super::{chunked_attention, frozen_grad};
 
 pub type Result<T> = candle_core::Result<T>;
 
@@ -53,6 +58,18 @@ impl Linear {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if cpu_bf16(x) {
+            return Linear {
+                w: self.w.to_dtype(DType::F32)?,
+                b: self
+                    .b
+                    .as_ref()
+                    .map(|b| b.to_dtype(DType::F32))
+                    .transpose()?,
+            }
+            .forward(&x.to_dtype(DType::F32)?)?
+            .to_dtype(DType::BF16);
+        }
         let y = frozen_grad::matmul_t(x, &self.w)?;
         match &self.b {
             Some(b) => y.broadcast_add(b),
@@ -115,6 +132,17 @@ impl GroupNorm {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if is_half(x) {
+            let up = |t: &Tensor| t.to_dtype(DType::F32);
+            return GroupNorm {
+                groups: self.groups,
+                w: up(&self.w)?,
+                b: up(&self.b)?,
+                eps: self.eps,
+            }
+            .forward(&up(x)?)?
+            .to_dtype(x.dtype());
+        }
         let dims = x.dims().to_vec();
         let (b, c) = (dims[0], dims[1]);
         let g = x.reshape((b, self.groups, ()))?;
@@ -160,6 +188,20 @@ impl Conv2d {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if cpu_bf16(x) {
+            return Conv2d {
+                w: self.w.to_dtype(DType::F32)?,
+                b: self
+                    .b
+                    .as_ref()
+                    .map(|b| b.to_dtype(DType::F32))
+                    .transpose()?,
+                stride: self.stride,
+                padding: self.padding,
+            }
+            .forward(&x.to_dtype(DType::F32)?)?
+            .to_dtype(DType::BF16);
+        }
         let y = frozen_grad::conv2d(x, &self.w, self.padding, self.stride)?;
         match &self.b {
             Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?),
@@ -172,8 +214,12 @@ impl Conv2d {
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
     // Scale q (n·d values) rather than the scores (n·m values): one pass less over the
     // largest tensor of the model (1 GiB per self-attention at 512 px).
-    let att = (q * scale)?.matmul(&k.t()?)?;
-    candle_nn::ops::softmax(&att, D::Minus1)?.matmul(v)
+    let q = (q * scale)?;
+    if chunked_attention::applies(&q, k, v) {
+        return chunked_attention::attention(&q, k, v, chunked_attention::BLOCK);
+    }
+    let att = precision::matmul(&q, &k.t()?)?;
+    precision::matmul(&precision::softmax_last(&att)?, v)
 }
 
 pub fn silu(x: &Tensor) -> Result<Tensor> {

@@ -24,12 +24,8 @@ pub struct SampleSettings {
     pub eta: f64,
 }
 
-/// Latents `[1, 4, h/8, w/8]` for one item: its own initial noise.
-pub fn initial_latents(
-    sd: &StableDiffusion,
-    s: &SampleSettings,
-    seed: u64,
-) -> Result<Tensor, SdError> {
+/// The shape of one item's latents, `[1, 4, h/8, w/8]`.
+pub fn latent_shape(sd: &StableDiffusion, s: &SampleSettings) -> Result<[usize; 4], SdError> {
     let f = sd.vae_scale();
     if !s.width.is_multiple_of(f) || !s.height.is_multiple_of(f) {
         return Err(SdError::Input(format!(
@@ -38,9 +34,18 @@ pub fn initial_latents(
         )));
     }
     let c = sd.unet.config.in_channels;
+    Ok([1, c, s.height / f, s.width / f])
+}
+
+/// Latents `[1, 4, h/8, w/8]` for one item: its own initial noise.
+pub fn initial_latents(
+    sd: &StableDiffusion,
+    s: &SampleSettings,
+    seed: u64,
+) -> Result<Tensor, SdError> {
     Ok(noise::gaussian(
         noise::derive(seed, "initial-latents", 0),
-        &[1, c, s.height / f, s.width / f],
+        &latent_shape(sd, s)?,
         &sd.device,
     )?)
 }

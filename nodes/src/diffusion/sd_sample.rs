@@ -8,25 +8,31 @@
 //! are committed together) never changes a byte.
 //!
 //! Optional inputs add what training learned: `embedding` (learned tokens) and `lora` (LoRA
-//! weights for the UNet, [`super::lora`]).
+//! weights for the UNet, [`super::lora`]). `init_latents` replaces the seeded initial noise by
+//! given latents per item ([`super::init_latents`]), to reproduce another implementation's
+//! images; `dtype` runs the text encoder and UNet in half precision ([`super::precision`]).
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use candle_core::Device;
 use nsync_engine::artifact::TEXTS;
 use nsync_engine::node::{
-    BuildCx, Exec, InputSpec, ItemCx, ItemOutcome, ItemWorker, Node, NodeError, NodeKind,
-    OutputSpec, PerItem, WorkItem,
+    join_items, BuildCx, Exec, InputSpec, ItemCx, ItemOutcome, ItemWorker, ItemsCx, Node,
+    NodeError, NodeKind, OutputSpec, PerItem, WorkItem,
 };
 use nsync_engine::params::{typed_params, BuildError};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::init_latents::InitLatents;
 use super::lora::Lora;
 use super::model_source::{key_params_without, ModelSource};
 use super::pipeline::StableDiffusion;
-use super::sampler::{decode, denoise, initial_latents, to_rgb8, SampleSettings};
+use super::precision::SampleDtype;
+use super::sampler::{decode, denoise, initial_latents, latent_shape, to_rgb8, SampleSettings};
 use super::schedulers::SchedulerKind;
+use crate::policy::resolve;
 use crate::sources::decode::encode_png;
 
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
@@ -69,6 +75,24 @@ pub struct SdSampleParams {
     #[serde(default = "default_batch")]
     #[schemars(example = 4)]
     pub batch_size: usize,
+    /// Precision of the text encoder and the UNet: `f32` (default), `f16` or `bf16`; the VAE
+    /// always decodes in f32. Half precision halves the weights' memory and is meant for GPU
+    /// builds: on the CPU candle computes it in f32 internally, so it is no faster than
+    /// `f32` there, and less precise (SD 1.5 UNet output off by up to 0.3 % in f16 and 2 %
+    /// in bf16). Images then differ from the f32 ones (the key holds the dtype).
+    #[serde(default, skip_serializing_if = "SampleDtype::is_f32")]
+    #[schemars(example = &"f16")]
+    pub dtype: SampleDtype,
+    /// A safetensors file (relative to the pipeline file) holding each item's initial
+    /// latents: one tensor per item id, shaped `[1, 4, height/8, width/8]`, used in place of
+    /// the seeded noise exactly as diffusers' `latents=` (and `nsync sample --init-latents`),
+    /// so an image can be reproduced across implementations. Every item needs its tensor (a
+    /// missing one is an error); other tensors are ignored. Each item's key holds its own
+    /// tensor's digest, not the path. Stochastic schedulers still draw their step noise
+    /// from the item's seed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(example = &"reference/latents.safetensors")]
+    pub init_latents: Option<String>,
 }
 
 fn default_steps() -> usize {
@@ -138,10 +162,22 @@ impl NodeKind for SdSampleKind {
             }
         }
         let negatives = cx.connected_inputs.iter().any(|i| i == "negative_prompts");
+        let init_latents = match &p.init_latents {
+            Some(f) if f.trim().is_empty() => return Err(BuildError::at(
+                &["init_latents"],
+                "`init_latents` is empty",
+            )
+            .help(
+                "name a safetensors file with one tensor per item id, e.g. \"latents.safetensors\"",
+            )),
+            Some(f) => Some(resolve(cx.pipeline_dir, f)),
+            None => None,
+        };
         Ok(Box::new(SdSample {
             p,
             source,
             negatives,
+            init_latents,
         }))
     }
 }
@@ -150,6 +186,8 @@ pub struct SdSample {
     p: SdSampleParams,
     source: ModelSource,
     negatives: bool,
+    /// The resolved `init_latents` file.
+    init_latents: Option<PathBuf>,
 }
 
 impl Node for SdSample {
@@ -166,8 +204,9 @@ impl Node for SdSample {
         }]
     }
     fn key_params(&self) -> serde_json::Value {
-        // Batching never changes an image; the model enters the key by its digest.
-        key_params_without(&self.p, &["batch_size", "model"])
+        // Batching never changes an image; the model enters the key by its digest, initial
+        // latents by each item's tensor digest (`PerItem::items`), never by their paths.
+        key_params_without(&self.p, &["batch_size", "model", "init_latents"])
     }
     fn models(&self) -> Vec<String> {
         self.p.model.iter().cloned().collect()
@@ -200,8 +239,18 @@ impl PerItem for SdSample {
         self.p.batch_size.max(1)
     }
 
+    fn items(&self, cx: &ItemsCx) -> Result<Vec<WorkItem>, NodeError> {
+        let mut items = join_items(cx.inputs)?;
+        if let Some(path) = &self.init_latents {
+            InitLatents::read(path)?.add_to_keys(&mut items)?;
+        }
+        Ok(items)
+    }
+
     fn open<'a>(&'a self, cx: &ItemCx) -> Result<Box<dyn ItemWorker + 'a>, NodeError> {
-        let (mut sd, _tmp) = self.source.load(cx.store, cx.inputs)?;
+        let (mut sd, _tmp) = self
+            .source
+            .load_as(cx.store, cx.inputs, self.p.dtype.dtype())?;
         if let Some(art) = cx.inputs.get("embedding") {
             let file = tempfile::Builder::new()
                 .suffix(".safetensors")
@@ -235,10 +284,15 @@ impl PerItem for SdSample {
             height: self.p.height.unwrap_or(native),
             eta: self.p.eta,
         };
+        let init_latents = match &self.init_latents {
+            Some(path) => Some(InitLatents::read(path)?),
+            None => None,
+        };
         Ok(Box::new(Sampler {
             node: self,
             sd,
             settings,
+            init_latents,
             _tmp,
         }))
     }
@@ -248,6 +302,7 @@ struct Sampler<'a> {
     node: &'a SdSample,
     sd: StableDiffusion,
     settings: SampleSettings,
+    init_latents: Option<InitLatents>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -273,7 +328,13 @@ impl Sampler<'_> {
             self.node.p.negative_prompt.clone()
         };
         let seed = cx.item_seed(&w.id);
-        let latents = initial_latents(&self.sd, &self.settings, seed).map_err(err)?;
+        let latents = match &self.init_latents {
+            Some(file) => {
+                let shape = latent_shape(&self.sd, &self.settings).map_err(err)?;
+                file.get(w, &shape, &self.sd.device)?
+            }
+            None => initial_latents(&self.sd, &self.settings, seed).map_err(err)?,
+        };
         let pe = self.sd.encode_prompts(&[prompt.as_str()]).map_err(err)?;
         let ne = self.sd.encode_prompts(&[negative.as_str()]).map_err(err)?;
         let out = denoise(
@@ -306,5 +367,49 @@ impl ItemWorker for Sampler<'_> {
                     .map(|png| ItemOutcome::Done(BTreeMap::from([("images".to_string(), png)])))
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use serde_json::json;
+
+    use super::*;
+
+    fn key(params: serde_json::Value) -> serde_json::Value {
+        // No [models]: the model comes from an input.
+        let models = Default::default();
+        let inputs = ["prompts".to_string(), "model".to_string()];
+        let cx = BuildCx {
+            pipeline_dir: Path::new("/p"),
+            connected_inputs: &inputs,
+            models: &models,
+        };
+        SdSampleKind
+            .build(params, &cx)
+            .unwrap_or_else(|e| panic!("{e:?}"))
+            .key_params()
+    }
+
+    /// Unset, `dtype` and `init_latents` leave the key exactly as before they existed (the
+    /// demo's cached images keep their keys); `dtype = "f32"` is the default; an
+    /// `init_latents` path never enters the key (each item's tensor digest does).
+    #[test]
+    fn new_parameters_stay_out_of_the_key_unless_they_change_images() {
+        let before = json!({
+            "scheduler": null, "steps": 10, "guidance": 7.5, "width": null, "height": null,
+            "negative_prompt": "", "eta": 0.0
+        });
+        assert_eq!(key(json!({"steps": 10, "batch_size": 4})), before);
+        assert_eq!(key(json!({"steps": 10, "dtype": "f32"})), before);
+        assert_eq!(
+            key(json!({"steps": 10, "init_latents": "a/latents.safetensors"})),
+            before
+        );
+        let mut half = before.clone();
+        half["dtype"] = json!("f16");
+        assert_eq!(key(json!({"steps": 10, "dtype": "f16"})), half);
     }
 }

@@ -267,7 +267,11 @@ pub(super) fn run_case(case: Case, threads: usize, repeats: usize) -> anyhow::Re
                     _ => unreachable!("one or three passes"),
                 };
                 let total = secs(t.elapsed());
-                stats.0 = update.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
+                stats.0 = update
+                    .iter()
+                    .map(|v| (*v as f64).powi(2))
+                    .sum::<f64>()
+                    .sqrt();
                 Ok(Run {
                     total,
                     forward: Some(forward),
