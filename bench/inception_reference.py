@@ -2,7 +2,7 @@
 """The PyTorch side of the Inception v3 throughput comparison (FID / KID feature extraction).
 
     python bench/inception_reference.py [--threads 2] [--batch 8 16] [--repeats 3]
-                                        [--variant fid|torchvision]
+                                        [--variant fid|torchvision] [--passive]
 
 Builds pytorch-fid's `InceptionV3` (block 3, the 2048-d pool features) with random weights
 and no download — `use_fid_inception=True`: the FID network (FIDInceptionA/C/E_1/E_2);
@@ -15,7 +15,7 @@ of `--repeats` calls. Prints one JSON document:
 
     {"images_per_s": <at the largest batch>,
      "batches": [{"batch": 8, "images_per_s": ..., "images_per_cpu_s": ...}, ...],
-     "threads": N, "variant": "...", "torch": "..."}
+     "threads": N, "omp_wait_policy": "...", "variant": "...", "torch": "..."}
 
 `images_per_cpu_s` divides by the process's CPU time instead of wall time: on a busy
 machine it is the steadier measure of a single thread's efficiency (with more threads it
@@ -43,9 +43,17 @@ def main() -> None:
     ap.add_argument("--batch", type=int, nargs="+", default=[8, 16])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--variant", choices=["fid", "torchvision"], default="fid")
+    ap.add_argument(
+        "--passive",
+        action="store_true",
+        help="OMP_WAIT_POLICY=PASSIVE: OpenMP threads sleep instead of spinning at barriers "
+        "(much faster for PyTorch when other processes share the cores)",
+    )
     args = ap.parse_args()
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
     os.environ["MKL_NUM_THREADS"] = str(args.threads)
+    if args.passive:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
     import torch
     import torchvision.models._api as tv_api
@@ -107,6 +115,7 @@ def main() -> None:
                 "images_per_s": results[-1]["images_per_s"],
                 "batches": results,
                 "threads": args.threads,
+                "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
                 "variant": args.variant,
                 "torch": torch.__version__,
             }

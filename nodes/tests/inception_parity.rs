@@ -98,27 +98,34 @@ fn matches_reference(variant: InceptionVariant) {
     let net = InceptionV3::random(variant, f.seed(), &Device::Cpu).unwrap();
     let x = f.network_input();
     let start = Instant::now();
-    let blocks = net.forward_blocks(&x, 3).unwrap();
+    let features = net.forward_features(&x).unwrap();
     eprintln!(
-        "{v}: forward of {} images took {:?}",
+        "{v}: features of {} images took {:?}",
         x.dim(0).unwrap(),
         start.elapsed()
     );
-    let shapes: Vec<Vec<usize>> = blocks.iter().map(|b| b.dims().to_vec()).collect();
-    let expected: Vec<Vec<usize>> =
-        serde_json::from_value(f.json["variants"][v]["block_shapes"].clone()).unwrap();
-    assert_eq!(shapes, expected);
-    for (k, b) in blocks.iter().enumerate().take(3) {
-        let ours = b.mean((2, 3)).unwrap();
-        let err = rel_err(&ours, f.t(&format!("{v}.block{k}_mean")));
-        eprintln!("{v}: block {k} spatial means relative error {err:e}");
-        assert!(err <= TOL, "{v} block {k}: {err}");
-    }
-    let features = net.forward_features(&x).unwrap();
     assert_eq!(features.dims(), [3, 2048]);
     let err = rel_err(&features, f.t(&format!("{v}.features")));
     eprintln!("{v}: 2048-d features relative error {err:e}");
     assert!(err <= TOL, "{v} features: {err}");
+
+    // pytorch-fid's intermediate blocks, for the first image (to locate a regression).
+    let blocks = net.forward_blocks(&x.narrow(0, 0, 1).unwrap(), 3).unwrap();
+    let shapes: Vec<Vec<usize>> = blocks.iter().map(|b| b.dims()[1..].to_vec()).collect();
+    let expected: Vec<Vec<usize>> =
+        serde_json::from_value(f.json["variants"][v]["block_shapes"].clone()).unwrap();
+    let expected: Vec<Vec<usize>> = expected.iter().map(|s| s[1..].to_vec()).collect();
+    assert_eq!(shapes, expected);
+    for (k, b) in blocks.iter().enumerate().take(3) {
+        let ours = b.mean((2, 3)).unwrap();
+        let theirs = f.t(&format!("{v}.block{k}_mean")).narrow(0, 0, 1).unwrap();
+        let err = rel_err(&ours, &theirs);
+        eprintln!("{v}: block {k} spatial means relative error {err:e}");
+        assert!(err <= TOL, "{v} block {k}: {err}");
+    }
+    let alone = blocks[3].flatten_from(1).unwrap();
+    let err = rel_err(&alone, &features.narrow(0, 0, 1).unwrap());
+    assert!(err <= 1e-6, "{v}: an image alone vs in a batch: {err}");
 }
 
 #[test]

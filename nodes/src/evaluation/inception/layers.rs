@@ -28,7 +28,6 @@ pub(crate) struct ConvBn {
     w: Tensor,
     b: Tensor,
     b_cpu: Vec<f32>,
-    cin: usize,
     g: Geometry,
 }
 
@@ -56,7 +55,6 @@ impl ConvBn {
                 w: w.to_dtype(DType::F32)?.to_device(device)?,
                 b_cpu: b.to_vec1()?,
                 b: b.to_device(device)?,
-                cin,
                 g,
             })
         };
@@ -75,7 +73,6 @@ impl ConvBn {
             w: Tensor::cat(&ws, 0)?,
             b: Tensor::cat(&bs, 0)?,
             b_cpu: parts.iter().flat_map(|c| c.b_cpu.iter().copied()).collect(),
-            cin: parts[0].cin,
             g: parts[0].g,
         })
     }

@@ -31,9 +31,14 @@
 //! `num_batches_tracked` buffers are ignored. Each BatchNorm is folded into its convolution
 //! at load time (in f64): inference only, no gradients.
 //!
+//! **Speed**: on the CPU, activations are kept channel-major and every convolution is one
+//! matrix product over the whole batch, with im2col, pooling and bias + ReLU as parallel
+//! kernels (`ops.rs`); other devices use candle's `conv2d` and pools. At 2 threads this
+//! is as fast as PyTorch (see `bench/inception_reference.py`).
+//!
 //! Parity with pytorch-fid / torchvision on random weights (see [`random_weights`]) is
 //! tested by `nodes/tests/inception_parity.rs` against fixtures written by
-//! `tools/make_inception_fixtures.py`.
+//! `tools/make_inception_fixtures.py` (features agree to ~5e-7 relative).
 
 mod blocks;
 mod layers;
@@ -50,6 +55,13 @@ use blocks::{BlockA, BlockB, BlockC, BlockD, BlockE};
 use layers::{max_pool_3x3_s2, ConvBn, PoolKind};
 use ops::Geometry;
 pub use random::random_weights;
+
+/// pytorch-fid's FID Inception weights (`fid_inception_v3()` downloads them from here).
+pub const FID_WEIGHTS_URL: &str = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth";
+
+/// torchvision's ImageNet Inception v3 weights (`Inception_V3_Weights.IMAGENET1K_V1`).
+pub const TORCHVISION_WEIGHTS_URL: &str =
+    "https://download.pytorch.org/models/inception_v3_google-0cc3c7bd.pth";
 
 /// Channels of pytorch-fid's four output blocks: first max pool, second max pool,
 /// Mixed_6e (the aux-classifier input), final average pool.
@@ -131,8 +143,14 @@ impl InceptionV3 {
             return Err(ModelError::MissingFile {
                 path: path.to_path_buf(),
                 hint: match variant {
-                    InceptionVariant::FidTf2015 => "download pytorch-fid's FID Inception weights from https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth".into(),
-                    InceptionVariant::Torchvision => "download torchvision's Inception v3 weights from https://download.pytorch.org/models/inception_v3_google-0cc3c7bd.pth".into(),
+                    InceptionVariant::FidTf2015 => {
+                        format!(
+                            "download pytorch-fid's FID Inception weights from {FID_WEIGHTS_URL}"
+                        )
+                    }
+                    InceptionVariant::Torchvision => {
+                        format!("download torchvision's Inception v3 weights from {TORCHVISION_WEIGHTS_URL}")
+                    }
                 },
             });
         }
@@ -237,7 +255,7 @@ impl InceptionV3 {
     /// the kept ones of pytorch-fid's four block outputs, channel-major (`[C, N, H, W]`).
     fn run(&self, x: &Tensor, keep: [bool; 4]) -> candle_core::Result<[Option<Tensor>; 4]> {
         let (n, c, _, _) = x.dims4()?;
-        if c != 3 || x.dtype() != DType::F32 {
+        if n == 0 || c != 3 || x.dtype() != DType::F32 {
             candle_core::bail!(
                 "Inception v3 expects [N, 3, H, W] f32 input, got {:?} {:?}",
                 x.dims(),

@@ -125,9 +125,8 @@ impl CustomOp1 for Im2col {
                         dst[x_hi..].fill(zero);
                         if s == 1 {
                             let a = x_lo + j - pw;
-                            for (d, &v) in dst[x_lo..x_hi].iter_mut().zip(&src_row[a..]) {
-                                d.write(v);
-                            }
+                            dst[x_lo..x_hi]
+                                .copy_from_slice(as_uninit(&src_row[a..a + x_hi - x_lo]));
                         } else {
                             for (xo, d) in dst.iter_mut().enumerate().take(x_hi).skip(x_lo) {
                                 d.write(src_row[xo * s + j - pw]);
@@ -140,6 +139,12 @@ impl CustomOp1 for Im2col {
         unsafe { out.set_len(total) };
         Ok((CpuStorage::F32(out), Shape::from((c * kh * kw, row_len))))
     }
+}
+
+fn as_uninit(s: &[f32]) -> &[MaybeUninit<f32>] {
+    // SAFETY: `MaybeUninit<f32>` has the layout of `f32`, and initialised values are valid
+    // `MaybeUninit`s.
+    unsafe { &*(s as *const [f32] as *const [MaybeUninit<f32>]) }
 }
 
 /// `max(t + bias[c], 0)` over `t` = `[C, ...]`: in place on the CPU (t must be a contiguous
