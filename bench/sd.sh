@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The SD 1.5-size UNet (random weights) in nsync / candle, side by side with diffusers /
-# PyTorch on the CPU, with the same thread count: one guided sampling step at 512 px and
-# one Textual Inversion step at 256 px.
+# PyTorch on the CPU, with the same thread count: one guided sampling step at 512 px,
+# one Textual Inversion step and one NSYNC (ctoa: three passes) step at 256 px.
 #
-#   bash bench/sd.sh                                  # both steps, 2 threads, best of 1
+#   bash bench/sd.sh                                  # every step, 2 threads, best of 1
 #   bash bench/sd.sh --threads 4 --repeats 2          # any `nsync bench sd` option works
 #   bash bench/sd.sh --steps-only train
 #

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The PyTorch side of `nsync bench sd`: the same two steps with diffusers / transformers.
+"""The PyTorch side of `nsync bench sd`: the same steps with diffusers / transformers.
 
     python bench/sd_reference.py --threads 2 [--repeats 1] [--steps-only sample|train|both]
                                  [--out FILE]
@@ -13,7 +13,10 @@ configurations with random initialisation (no download), in f32 on the CPU, and 
 - train: one Textual Inversion step at 256 px: the prompt's token embeddings with one
   learned row (the only tensor with requires_grad, so PyTorch computes no gradient for a
   frozen weight, as real TI training), the text encoder, the UNet at [1, 4, 32, 32], the
-  MSE against the noise (diffusers' textual_inversion.py), backward(), the row's gradient.
+  MSE against the noise (diffusers' textual_inversion.py), backward(), the row's gradient;
+- train_ctoa: one NSYNC (ctoa) step at the same size: three such passes (positive, negative,
+  anchor), each with its own backward, then the paper's projected update
+  g_pos − proj(g_pos, g_neg) + proj(g_pos, g_anc) (nodes/src/training/update_rule.rs).
 
 Each step runs in a fresh process (this script with --case) with torch.set_num_threads(N)
 and OMP_NUM_THREADS / MKL_NUM_THREADS = N; its peak RSS is resource.getrusage's ru_maxrss.
@@ -177,26 +180,41 @@ def run_case(case, threads, repeats):
         scheduler = DDPMScheduler(
             num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear"
         )
-        latents = torch.randn(1, 4, 32, 32)
-        noise = torch.randn(1, 4, 32, 32)
+        # Positive, negative and anchor images (latents) with their noise; TI uses only the
+        # first.
+        passes = 1 if case == "train" else 3
+        data = [(torch.randn(1, 4, 32, 32), torch.randn(1, 4, 32, 32)) for _ in range(passes)]
         timesteps = torch.tensor([500])
         ids = torch.tensor([prompt_ids()])
 
         def step():
             t = time.perf_counter()
-            noisy = scheduler.add_noise(latents, noise, timesteps)
-            context = te(ids)[0]
-            pred = unet(noisy, timesteps, context).sample
-            loss = F.mse_loss(pred.float(), noise.float(), reduction="mean")
-            forward = time.perf_counter() - t
-            loss.backward()
-            total = time.perf_counter() - t
-            g = learned.row.grad
-            assert g is not None, "no gradient reached the learned row"
-            norm = g.norm().item()
-            learned.row.grad = None
+            forward, grads = 0.0, []
+            for latents, noise in data:
+                f = time.perf_counter()
+                noisy = scheduler.add_noise(latents, noise, timesteps)
+                context = te(ids)[0]
+                pred = unet(noisy, timesteps, context).sample
+                loss = F.mse_loss(pred.float(), noise.float(), reduction="mean")
+                forward += time.perf_counter() - f
+                loss.backward()
+                g = learned.row.grad
+                assert g is not None, "no gradient reached the learned row"
+                grads.append(g.detach().flatten().double().clone())
+                learned.row.grad = None
             assert all(p.grad is None for p in unet.parameters()), "a frozen UNet weight got a gradient"
-            return total, forward, total - forward, norm
+            if passes == 1:
+                update = grads[0]
+            else:
+                a, b, c = grads
+
+                def coef(x, y):
+                    yy = torch.dot(y, y).item()
+                    return 0.0 if yy == 0.0 else torch.dot(x, y).item() / yy
+
+                update = (a - coef(a, b) * b + coef(a, c) * c).float()
+            total = time.perf_counter() - t
+            return total, forward, total - forward, update.norm().item()
 
         measure(r, repeats, step)
     r["peak_rss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -216,7 +234,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--steps-only", choices=["sample", "train", "both"], default="both")
     ap.add_argument("--out", help="write the JSON here as well as to stdout")
-    ap.add_argument("--case", choices=["sample", "train"], help=argparse.SUPPRESS)
+    ap.add_argument("--case", choices=["sample", "train", "train_ctoa"], help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.threads < 1 or a.repeats < 1:
         ap.error("--threads and --repeats must be at least 1")
@@ -226,7 +244,9 @@ def main():
         return
 
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), MKL_NUM_THREADS=str(a.threads))
-    cases = ["sample", "train"] if a.steps_only == "both" else [a.steps_only]
+    cases = {"sample": ["sample"], "train": ["train", "train_ctoa"], "both": ["sample", "train", "train_ctoa"]}[
+        a.steps_only
+    ]
     doc = {
         "side": "pytorch",
         "threads": a.threads,

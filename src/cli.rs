@@ -143,7 +143,7 @@ pub struct SampleArgs {
     #[arg(long, value_name = "FILE")]
     pub lora: Option<PathBuf>,
     /// Precision of the text encoder and UNet (the VAE stays f32); half precision is for GPU
-    /// builds: on the CPU candle runs it slower than f32, and less precisely.
+    /// builds: on the CPU candle runs it no faster than f32, and less precisely.
     #[arg(long, default_value = "f32", value_parser = ["f32", "f16", "bf16"])]
     pub dtype: String,
     /// Output PNG.
